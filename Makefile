@@ -1,0 +1,43 @@
+# Two commands on a fresh machine (Python 3.11 + pip, nothing else):
+#   make demo   -> set everything up, run the main demo (real MNIST -> optdigits)
+#   make test   -> set everything up, run the default (fast) test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PKG_DIRS := $(sort $(dir $(wildcard packages/*/pyproject.toml)))
+STAMP := $(VENV)/.polyprompt-installed
+
+.PHONY: setup demo test test-slow lint bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt shared/prompt-core/pyproject.toml $(wildcard packages/*/pyproject.toml)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -c constraints.txt \
+		-e "shared/prompt-core[all]" $(foreach d,$(PKG_DIRS),-e "$(d)") \
+		pytest pytest-timeout hypothesis ruff peft
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/polyprompt demo
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: setup
+	$(PY) -m pytest -m slow -q
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(VENV)/bin/polyprompt bench
+
+# Regenerate uv.lock after changing any pyproject.toml (bootstraps uv with pip if missing).
+lock:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	uv lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

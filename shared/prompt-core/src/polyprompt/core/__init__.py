@@ -1,0 +1,117 @@
+"""polyprompt.core — one frozen backbone, many small prompts.
+
+Importing this package is cheap: it imports neither torch nor any modality
+library. Public names are resolved on first access (PEP 562), so
+``from polyprompt.core import SoftPrompt`` imports torch only then, and
+``import polyprompt.core`` never pulls timm, transformers, monai,
+torch-geometric, tsai or tree-sitter.
+
+Example::
+
+    >>> import timm
+    >>> from polyprompt.core import TimmViTAdapter, create, trainable_report
+    >>> vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    >>> model = create("vpt", TimmViTAdapter(vit), num_classes=10, num_tokens=8, deep=True)  # doctest: +SKIP
+    >>> trainable_report(model).percent_of_backbone < 1  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (relative to polyprompt.core)
+_EXPORTS: dict[str, str] = {
+    # errors
+    "PolypromptError": "errors",
+    "ConfigError": "errors",
+    "InputError": "errors",
+    "ShapeError": "errors",
+    "NonFiniteError": "errors",
+    "RegistryError": "errors",
+    "UnknownMethodError": "errors",
+    "DuplicateMethodError": "errors",
+    "CheckpointError": "errors",
+    "BackboneMismatchError": "errors",
+    # config + registry
+    "PromptConfig": "config",
+    "register_method": "registry",
+    "create": "registry",
+    "get_method": "registry",
+    "available_methods": "registry",
+    "installed_packages": "registry",
+    "PromptMethod": "methods.base",
+    # prompt blocks
+    "SoftPrompt": "prompts.soft",
+    "PromptInit": "prompts.soft",
+    "DeepPrompt": "prompts.deep",
+    "PromptPool": "prompts.pool",
+    "PromptGenerator": "prompts.generator",
+    "FeaturePrompt": "prompts.feature",
+    "PixelPrompt": "prompts.pixel",
+    "Bottleneck": "prompts.bottleneck",
+    # backbones
+    "PromptableBackbone": "backbones.protocol",
+    "TimmViTAdapter": "backbones.timm_vit",
+    "HFTextAdapter": "backbones.hf",
+    # training, accounting, checkpoints
+    "freeze_backbone": "freezing",
+    "trainable_report": "freezing",
+    "TrainableReport": "freezing",
+    "save_prompt": "checkpoint",
+    "load_prompt": "checkpoint",
+    "Trainer": "trainer",
+    "TrainerConfig": "trainer",
+    "FeatureCache": "cache",
+    "PromptBank": "bank",
+    "check_tensor": "validation",
+    "polyprompt_home": "io",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'polyprompt.core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"polyprompt.core.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - static type checkers see the real names
+    from polyprompt.core.backbones.hf import HFTextAdapter
+    from polyprompt.core.backbones.protocol import PromptableBackbone
+    from polyprompt.core.backbones.timm_vit import TimmViTAdapter
+    from polyprompt.core.bank import PromptBank
+    from polyprompt.core.cache import FeatureCache
+    from polyprompt.core.checkpoint import load_prompt, save_prompt
+    from polyprompt.core.config import PromptConfig
+    from polyprompt.core.errors import *  # noqa: F403
+    from polyprompt.core.freezing import TrainableReport, freeze_backbone, trainable_report
+    from polyprompt.core.io import polyprompt_home
+    from polyprompt.core.methods.base import PromptMethod
+    from polyprompt.core.prompts.bottleneck import Bottleneck
+    from polyprompt.core.prompts.deep import DeepPrompt
+    from polyprompt.core.prompts.feature import FeaturePrompt
+    from polyprompt.core.prompts.generator import PromptGenerator
+    from polyprompt.core.prompts.pixel import PixelPrompt
+    from polyprompt.core.prompts.pool import PromptPool
+    from polyprompt.core.prompts.soft import PromptInit, SoftPrompt
+    from polyprompt.core.registry import (
+        available_methods,
+        create,
+        get_method,
+        installed_packages,
+        register_method,
+    )
+    from polyprompt.core.trainer import Trainer, TrainerConfig
+    from polyprompt.core.validation import check_tensor
