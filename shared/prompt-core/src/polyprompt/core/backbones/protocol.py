@@ -53,8 +53,12 @@ class PromptableBackbone(Protocol):
         """Final normalisation of the token sequence."""
         ...
 
-    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Normed tokens ``(B, N, D)`` -> features ``(B, D)`` (CLS token or mean)."""
+    def pool(self, tokens: torch.Tensor, num_prompt_tokens: int = 0) -> torch.Tensor:
+        """Normed tokens ``(B, N, D)`` -> features ``(B, D)`` (CLS token or mean).
+
+        ``num_prompt_tokens`` prompt tokens sit right after the prefix tokens and are
+        left out of mean pooling.
+        """
         ...
 
     def identity(self) -> dict[str, Any]:
