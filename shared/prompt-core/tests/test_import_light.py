@@ -17,9 +17,7 @@ HEAVY = (
 
 
 def test_import_core_pulls_no_heavy_library():
-    code = "import sys, polyprompt.core; print(' '.join(m for m in %r if m in sys.modules))" % (
-        HEAVY,
-    )
+    code = f"import sys, polyprompt.core; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import polyprompt.core imported: {out.stdout.strip()}"
 

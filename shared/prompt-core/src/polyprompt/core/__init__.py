@@ -95,7 +95,7 @@ if TYPE_CHECKING:  # pragma: no cover - static type checkers see the real names
     from polyprompt.core.cache import FeatureCache
     from polyprompt.core.checkpoint import load_prompt, save_prompt
     from polyprompt.core.config import PromptConfig
-    from polyprompt.core.errors import *  # noqa: F403
+    from polyprompt.core.errors import *
     from polyprompt.core.freezing import TrainableReport, freeze_backbone, trainable_report
     from polyprompt.core.io import polyprompt_home
     from polyprompt.core.methods.base import PromptMethod
