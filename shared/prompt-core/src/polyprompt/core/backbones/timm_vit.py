@@ -38,7 +38,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -57,23 +56,20 @@ __all__ = ["TimmViTAdapter", "weight_fingerprint"]
 _POOLS = ("token", "avg", "max", "avgmax")
 
 
-def weight_fingerprint(module: nn.Module, length: int = 16) -> str:
+def weight_fingerprint(module: nn.Module) -> str | None:
     """Short sha256 over every parameter and buffer (name, dtype, shape, bytes) of ``module``.
 
-    Two modules with the same architecture and the same weights get the same
-    fingerprint; any changed weight changes it.
+    The same digest as :func:`polyprompt.core.freezing.module_identity`'s ``fingerprint``:
+    two modules share it iff they hold the same weights.
 
     Example::
 
         >>> len(weight_fingerprint(nn.Linear(3, 2)))
         16
     """
-    h = hashlib.sha256()
-    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        data = t.detach().to("cpu").contiguous().reshape(-1)
-        h.update(data.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:length]
+    from polyprompt.core.freezing import module_identity
+
+    return module_identity(module)["fingerprint"]
 
 
 class _FingerprintCache:
@@ -81,9 +77,9 @@ class _FingerprintCache:
 
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
-        self._value = ""
+        self._value: str | None = None
 
-    def get(self, module: nn.Module) -> str:
+    def get(self, module: nn.Module) -> str | None:
         tensors = list(module.parameters()) + list(module.buffers())
         key = tuple((id(t), t._version, t.data_ptr()) for t in tensors)
         if key != self._key:

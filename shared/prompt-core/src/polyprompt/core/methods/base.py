@@ -39,8 +39,15 @@ class PromptMethod(nn.Module):
         self.config = config
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Parameters that train (what a prompt-only checkpoint stores), detached."""
-        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        """What a prompt-only checkpoint stores, detached: every parameter that trains, plus
+        the persistent buffers of the method's own (non-backbone) modules, such as a
+        :class:`~polyprompt.core.PromptPool`'s usage frequency."""
+        state = {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        persistent = self.state_dict(keep_vars=True)
+        for name, buf in self.named_buffers():
+            if not name.startswith("backbone.") and name in persistent:
+                state[name] = buf.detach()
+        return state
 
     def backbone_identity(self) -> dict[str, Any]:
         ident = getattr(self.backbone, "identity", None)

@@ -133,7 +133,9 @@ class DeepPrompt(nn.Module):
         b = _int_arg(batch_size, "batch_size", where, error=InputError)
         slot = self._slot.get(layer)
         if slot is None:
-            raise InputError(f"{where}: layer {layer} has no prompt; layers with one: {self.layers}")
+            raise InputError(
+                f"{where}: layer {layer} has no prompt; layers with one: {self.layers}"
+            )
         p = self.weight[slot]
         return self.dropout(p.unsqueeze(0).expand(b, *p.shape))
 

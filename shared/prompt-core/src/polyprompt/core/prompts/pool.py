@@ -119,9 +119,7 @@ class PromptPool(nn.Module):
         self.key_dim = self.dim if key_dim is None else _int_arg(key_dim, "key_dim", where)
         self.top_k = _int_arg(top_k, "top_k", where)
         if self.top_k > self.pool_size:
-            raise ConfigError(
-                f"{where}: `top_k`={self.top_k} exceeds `pool_size`={self.pool_size}"
-            )
+            raise ConfigError(f"{where}: `top_k`={self.top_k} exceeds `pool_size`={self.pool_size}")
         self.prefix_layers = (
             None if prefix_layers is None else _int_arg(prefix_layers, "prefix_layers", where)
         )
@@ -129,7 +127,9 @@ class PromptPool(nn.Module):
         self.penalty_in_eval = bool(penalty_in_eval)
         self.init = _enum_arg(PromptInit, init, "init", where)
         if self.init not in (PromptInit.UNIFORM, PromptInit.RANDOM):
-            raise ConfigError(f"{where}: `init` must be 'uniform' or 'random', got {self.init.value!r}")
+            raise ConfigError(
+                f"{where}: `init` must be 'uniform' or 'random', got {self.init.value!r}"
+            )
         self.init_std = _float_arg(init_std, "init_std", where)
 
         shape: tuple[int, ...] = (self.pool_size, self.prompt_length, self.dim)
