@@ -119,7 +119,10 @@ def test_prefix_of_length_zero_equals_plain_blocks(variant, images):
         with_prefix = adapter.forward_blocks(tokens, prefix=empty)
         for i, blk in enumerate(adapter.blocks):  # block by block against timm's Block.forward
             torch.testing.assert_close(
-                adapter.forward_blocks(tokens, i, i + 1, prefix=empty), blk(tokens), atol=1e-6, rtol=0
+                adapter.forward_blocks(tokens, i, i + 1, prefix=empty),
+                blk(tokens),
+                atol=1e-6,
+                rtol=0,
             )
     torch.testing.assert_close(with_prefix, plain, atol=1e-6, rtol=0)
 
@@ -167,7 +170,8 @@ def test_prefix_outside_range_is_ignored(images):
         tokens = adapter.embed(images)
         prefix = {2: torch.randn(2, 2, 3, D)}
         torch.testing.assert_close(
-            adapter.forward_blocks(tokens, 0, 2, prefix=prefix), adapter.forward_blocks(tokens, 0, 2)
+            adapter.forward_blocks(tokens, 0, 2, prefix=prefix),
+            adapter.forward_blocks(tokens, 0, 2),
         )
 
 
@@ -180,8 +184,12 @@ def test_prefix_with_attn_mask(images):
         all_true = torch.ones(n, n, dtype=torch.bool)
         zeros = torch.zeros(n, n)
         ref = adapter.forward_blocks(tokens, prefix=prefix)
-        torch.testing.assert_close(adapter.forward_blocks(tokens, prefix=prefix, attn_mask=all_true), ref)
-        torch.testing.assert_close(adapter.forward_blocks(tokens, prefix=prefix, attn_mask=zeros), ref)
+        torch.testing.assert_close(
+            adapter.forward_blocks(tokens, prefix=prefix, attn_mask=all_true), ref
+        )
+        torch.testing.assert_close(
+            adapter.forward_blocks(tokens, prefix=prefix, attn_mask=zeros), ref
+        )
         plain = adapter.forward_blocks(tokens, attn_mask=all_true)
         torch.testing.assert_close(plain, adapter.forward_blocks(tokens))
 

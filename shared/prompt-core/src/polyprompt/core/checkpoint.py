@@ -32,7 +32,7 @@ Example::
     ['prompt.safetensors', 'prompt_config.json']
     >>> _ = load_prompt(Tiny(model.backbone, PromptConfig()), d)
     >>> read_prompt_config(d)["tensors"]["head.weight"]
-    {'shape': [2, 4], 'dtype': 'float32'}
+    {'dtype': 'float32', 'shape': [2, 4]}
 """
 
 from __future__ import annotations

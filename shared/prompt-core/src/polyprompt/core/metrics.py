@@ -294,8 +294,8 @@ def a_auc(accuracies: Sequence[float], sample_counts: Sequence[float] | None = N
 
     Example::
 
-        >>> a_auc([0.2, 0.4, 0.6])
-        0.4
+        >>> a_auc([0.25, 0.5, 0.75])
+        0.5
         >>> a_auc([0.5, 0.7, 0.9], sample_counts=[100, 200, 400])  # (50 + 70 + 180) / 400
         0.75
     """

@@ -115,9 +115,12 @@ class HFTextAdapter(nn.Module):
         kind: ``"causal"`` or ``"encoder"``; detected when ``None`` (a model that can
             ``generate()``, has ``config.is_decoder``, or whose architecture name says
             ``CausalLM`` / ``LMHeadModel`` is causal).
+        tokenizer: optional tokenizer kept alongside (not used by the adapter itself);
+            methods such as ``prompt_tuning`` with ``init="text"`` read it from here, so
+            ``create("prompt_tuning", HFTextAdapter(lm, tokenizer=tok), init="text", ...)`` works.
 
     Attributes:
-        model, config, kind, embed_dim (``config.hidden_size``), vocab_size,
+        model, config, kind, tokenizer, embed_dim (``config.hidden_size``), vocab_size,
         num_layers, max_positions (``max_position_embeddings`` / ``n_positions``, or ``None``),
         is_encoder_decoder (always ``False``).
 
@@ -127,7 +130,9 @@ class HFTextAdapter(nn.Module):
 
     is_encoder_decoder = False
 
-    def __init__(self, model: PreTrainedModel, kind: str | None = None) -> None:
+    def __init__(
+        self, model: PreTrainedModel, kind: str | None = None, *, tokenizer: Any = None
+    ) -> None:
         super().__init__()
         from transformers import PreTrainedModel
 
@@ -144,6 +149,7 @@ class HFTextAdapter(nn.Module):
             )
         self.model = model
         self.config = config
+        self.tokenizer = tokenizer
         self.kind = self._detect_kind(model) if kind is None else kind
         if self.kind not in _KINDS:
             raise ConfigError(f"{where}: kind must be one of {_KINDS}, got {kind!r}")
@@ -210,7 +216,9 @@ class HFTextAdapter(nn.Module):
     def _check_ids(self, input_ids: Any, where: str) -> torch.Tensor:
         check_tensor(input_ids, "input_ids", rank=2, where=where)
         if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-            raise InputError(f"{where}: `input_ids` must be an integer tensor, got {input_ids.dtype}")
+            raise InputError(
+                f"{where}: `input_ids` must be an integer tensor, got {input_ids.dtype}"
+            )
         if input_ids.numel() and (
             int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size
         ):
@@ -220,9 +228,7 @@ class HFTextAdapter(nn.Module):
             )
         return input_ids
 
-    def _check_mask(
-        self, attention_mask: Any, input_ids: torch.Tensor, where: str
-    ) -> torch.Tensor:
+    def _check_mask(self, attention_mask: Any, input_ids: torch.Tensor, where: str) -> torch.Tensor:
         if attention_mask is None:
             return torch.ones_like(input_ids)
         check_tensor(attention_mask, "attention_mask", rank=2, where=where)
@@ -310,7 +316,9 @@ class HFTextAdapter(nn.Module):
             if labels.shape == input_ids.shape:
                 fill = labels.new_full((b, n), IGNORE_INDEX)
                 new_labels = torch.cat([labels, fill], dim=1).gather(1, index.to(labels.device))
-                out["labels"] = new_labels.masked_fill(new_mask.to(labels.device) == 0, IGNORE_INDEX)
+                out["labels"] = new_labels.masked_fill(
+                    new_mask.to(labels.device) == 0, IGNORE_INDEX
+                )
         if token_type_ids is not None:
             check_tensor(token_type_ids, "token_type_ids", rank=2, dims={0: b, 1: t}, where=where)
             zeros = token_type_ids.new_zeros(b, n)
@@ -429,7 +437,9 @@ class HFTextAdapter(nn.Module):
             if pad is None:
                 pad = getattr(self.config, "pad_token_id", None)
             if pad is None:
-                eos = getattr(gen_config, "eos_token_id", None) or getattr(self.config, "eos_token_id", None)
+                eos = getattr(gen_config, "eos_token_id", None) or getattr(
+                    self.config, "eos_token_id", None
+                )
                 pad = eos[0] if isinstance(eos, (list, tuple)) and eos else eos
             if pad is not None:
                 generate_kwargs["pad_token_id"] = pad

@@ -328,7 +328,9 @@ class TimmViTAdapter(nn.Module):
 
     def norm(self, tokens: torch.Tensor) -> torch.Tensor:
         """Final norm of the model (``model.norm``): ``(B, L, D)`` -> ``(B, L, D)``."""
-        check_tensor(tokens, "tokens", rank=3, dims={-1: self.embed_dim}, where="TimmViTAdapter.norm")
+        check_tensor(
+            tokens, "tokens", rank=3, dims={-1: self.embed_dim}, where="TimmViTAdapter.norm"
+        )
         return self.model.norm(tokens)
 
     def pool(self, tokens: torch.Tensor, num_prompt_tokens: int = 0) -> torch.Tensor:
@@ -357,7 +359,9 @@ class TimmViTAdapter(nn.Module):
             )
         p = self.num_prefix_tokens
         if not isinstance(num_prompt_tokens, int) or num_prompt_tokens < 0:
-            raise ConfigError(f"{where}: num_prompt_tokens must be an int >= 0, got {num_prompt_tokens!r}")
+            raise ConfigError(
+                f"{where}: num_prompt_tokens must be an int >= 0, got {num_prompt_tokens!r}"
+            )
         if pool_type == "token":
             if p == 0:
                 raise ConfigError(f"{where}: global_pool='token' but the model has no class token")
