@@ -65,6 +65,9 @@ _EXPORTS: dict[str, str] = {
     "PromptableBackbone": "backbones.protocol",
     "TimmViTAdapter": "backbones.timm_vit",
     "HFTextAdapter": "backbones.hf",
+    "remove_prompt_positions": "backbones.hf",
+    "SoftPromptLM": "methods.text",
+    "SoftPromptLMConfig": "methods.text",
     # training, accounting, checkpoints
     "freeze_backbone": "freezing",
     "trainable_report": "freezing",

@@ -93,6 +93,7 @@ def remove_prompt_positions(
     """
     where = "remove_prompt_positions"
     check_tensor(attention_mask, "attention_mask", rank=2, where=where)
+    check_tensor(values, "values", finite=False, where=where)
     b, t = attention_mask.shape
     n = int(num_prompt_tokens)
     if values.dim() < 2 or values.shape[0] != b or values.shape[1] != t + n:
