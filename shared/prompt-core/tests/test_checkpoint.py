@@ -253,7 +253,9 @@ def test_torch_state_weights_only(tmp_path):
     state = load_torch_state(path)
     opt2 = torch.optim.AdamW([nn.Parameter(torch.ones(3))], lr=0.1)
     opt2.load_state_dict(state["optimizer"])
-    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )
 
     # arbitrary pickled objects are refused (weights_only=True)
     from fractions import Fraction

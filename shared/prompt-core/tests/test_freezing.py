@@ -127,7 +127,11 @@ def test_trainable_report_tied_params_counted_once():
     lin = nn.Linear(4, 4)
     model = nn.ModuleDict({"a": lin, "b": lin})
     r = trainable_report(model)
-    assert r.trainable_params == 20 and r.backbone_params == 0 and r.percent_of_backbone == float("inf")
+    assert (
+        r.trainable_params == 20
+        and r.backbone_params == 0
+        and r.percent_of_backbone == float("inf")
+    )
 
 
 def test_trainable_report_rejects_non_modules():

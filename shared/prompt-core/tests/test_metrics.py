@@ -57,7 +57,9 @@ def test_accuracy_from_logits(data):
     want = float((logits.argmax(1) == targets).float().mean())
     assert compute_metric("accuracy", logits, targets) == pytest.approx(want)
     # class ids and lists work too
-    assert compute_metric("accuracy", logits.argmax(1).tolist(), targets.tolist(), 4) == pytest.approx(want)
+    assert compute_metric(
+        "accuracy", logits.argmax(1).tolist(), targets.tolist(), 4
+    ) == pytest.approx(want)
 
 
 def test_macro_f1_matches_sklearn(data):
@@ -196,7 +198,7 @@ def test_trainer_evaluates_with_torchmetrics_metric(data):
 
     from polyprompt.core.trainer import Trainer, TrainerConfig
 
-    logits, targets = data
+    _, targets = data
     x = torch.randn(60, 4, generator=torch.Generator().manual_seed(1))
     model = torch.nn.Linear(4, 4)
     with torch.no_grad():

@@ -87,7 +87,9 @@ def test_config_rejects_bad_values(field, value):
 
 
 def test_config_enums_and_json_roundtrip(tmp_path):
-    c = TrainerConfig(optimizer="sgd", scheduler="cosine", monitor="val_loss", checkpoint_dir=tmp_path)
+    c = TrainerConfig(
+        optimizer="sgd", scheduler="cosine", monitor="val_loss", checkpoint_dir=tmp_path
+    )
     assert c.optimizer is trainer_mod.OptimizerName.SGD
     assert c.checkpoint_dir == str(tmp_path)
     assert TrainerConfig.from_json(c.to_json()) == c
@@ -193,8 +195,12 @@ def test_evaluate_matches_manual_computation():
     model.eval()
     with torch.no_grad():
         logits = model(data.tensors[0])
-    assert out["loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, data.tensors[1])), rel=1e-5)
-    assert out["metric"] == pytest.approx(float((logits.argmax(1) == data.tensors[1]).float().mean()))
+    assert out["loss"] == pytest.approx(
+        float(nn.functional.cross_entropy(logits, data.tensors[1])), rel=1e-5
+    )
+    assert out["metric"] == pytest.approx(
+        float((logits.argmax(1) == data.tensors[1]).float().mean())
+    )
     assert model.training is False  # evaluate leaves the mode as it found it
 
 
@@ -253,7 +259,10 @@ def assert_same_run(model_a, result_a, model_b, result_b):
         assert torch.equal(v, trainable(model_b)[k]), k
     for key in ("train_loss", "val_loss", "val_metric", "lr"):
         assert losses(result_a, key) == losses(result_b, key), key
-    assert (result_a.best_epoch, result_a.best_metric) == (result_b.best_epoch, result_b.best_metric)
+    assert (result_a.best_epoch, result_a.best_metric) == (
+        result_b.best_epoch,
+        result_b.best_metric,
+    )
     assert result_a.epochs_run == result_b.epochs_run
 
 
@@ -322,7 +331,9 @@ def test_resume_after_interrupt_cosine_early_stopping(tmp_path):
 def test_resume_false_starts_over(tmp_path):
     data = make_data()
     Trainer(cfg(epochs=2, checkpoint_dir=str(tmp_path))).fit(make_model(), data)
-    fresh = Trainer(cfg(epochs=1, checkpoint_dir=str(tmp_path), resume=False)).fit(make_model(), data)
+    fresh = Trainer(cfg(epochs=1, checkpoint_dir=str(tmp_path), resume=False)).fit(
+        make_model(), data
+    )
     assert fresh.epochs_run == 1
     assert json.loads((tmp_path / MANIFEST_FILE).read_text())["epoch"] == 1
 
@@ -345,7 +356,7 @@ def test_failure_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         Trainer(cfg(epochs=4, checkpoint_dir=str(tmp_path))).fit(make_model(), data)
     monkeypatch.undo()
-    tensors, meta, _ = Trainer.read_checkpoint(tmp_path)  # still the epoch-2 checkpoint
+    _, meta, _ = Trainer.read_checkpoint(tmp_path)  # still the epoch-2 checkpoint
     assert meta["epoch"] == 2
     resumed_model = make_model()
     resumed = Trainer(cfg(epochs=4, checkpoint_dir=str(tmp_path))).fit(resumed_model, data)

@@ -126,7 +126,9 @@ def _load_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], d
             for key in fh.keys():  # noqa: SIM118 - safe_open is not a Mapping
                 tensors[key] = fh.get_tensor(key)
     except Exception as exc:  # safetensors raises its own SafetensorError / OSError
-        raise CheckpointError(f"{what}: {path} is not a readable safetensors file ({exc})") from None
+        raise CheckpointError(
+            f"{what}: {path} is not a readable safetensors file ({exc})"
+        ) from None
     return tensors, metadata
 
 
@@ -254,7 +256,11 @@ def load_prompt(method: nn.Module, directory: str | Path, *, strict_backbone: bo
     current_identity = json.loads(json.dumps(method.backbone_identity(), default=str))
     diffs = _backbone_differences(config.get("backbone") or {}, current_identity, strict_backbone)
     if diffs:
-        hint = "" if not strict_backbone else " (pass strict_backbone=False to ignore weight differences)"
+        hint = (
+            ""
+            if not strict_backbone
+            else " (pass strict_backbone=False to ignore weight differences)"
+        )
         raise BackboneMismatchError(
             f"{where}: checkpoint was saved for a different backbone; " + "; ".join(diffs) + hint
         )
@@ -327,7 +333,9 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     try:
         meta = json.loads(metadata.get(_META_KEY, "{}"))
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"load_state: {path} has an invalid metadata header ({exc})") from None
+        raise CheckpointError(
+            f"load_state: {path} has an invalid metadata header ({exc})"
+        ) from None
     return tensors, meta
 
 

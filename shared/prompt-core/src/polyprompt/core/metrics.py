@@ -117,12 +117,14 @@ def build_metric(
         task = "multiclass"
     if task not in _TASKS:
         raise ConfigError(f"build_metric: task must be one of {_TASKS}, got {task!r}")
-    if task == "multiclass":
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ConfigError(
-                f"build_metric({metric.value!r}): num_classes must be an int >= 2 for a "
-                f"multiclass metric, got {num_classes!r} (or pass task='binary')"
-            )
+    bad_classes = (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2
+    )
+    if task == "multiclass" and bad_classes:
+        raise ConfigError(
+            f"build_metric({metric.value!r}): num_classes must be an int >= 2 for a "
+            f"multiclass metric, got {num_classes!r} (or pass task='binary')"
+        )
     if ignore_index is not None and not isinstance(ignore_index, int):
         raise ConfigError(f"build_metric: ignore_index must be an int, got {ignore_index!r}")
 
@@ -173,7 +175,9 @@ def prepare_preds(
         if has_class_dim:
             probs = preds.float()
             is_dist = bool(
-                (probs >= 0).all() and (probs <= 1).all() and torch.allclose(probs.sum(1), probs.new_ones(()))
+                (probs >= 0).all()
+                and (probs <= 1).all()
+                and torch.allclose(probs.sum(1), probs.new_ones(()))
             )
             if not is_dist:
                 probs = probs.softmax(dim=1)
@@ -222,7 +226,11 @@ def compute_metric(
 
     where = f"compute_metric({name!r})"
     metric = _metric_name(name, "compute_metric")
-    preds = preds_or_logits if isinstance(preds_or_logits, torch.Tensor) else torch.as_tensor(np.asarray(preds_or_logits))
+    preds = (
+        preds_or_logits
+        if isinstance(preds_or_logits, torch.Tensor)
+        else torch.as_tensor(np.asarray(preds_or_logits))
+    )
     target = targets if isinstance(targets, torch.Tensor) else torch.as_tensor(np.asarray(targets))
     preds, target = preds.detach().cpu(), target.detach().cpu()
     if target.is_floating_point():
@@ -272,7 +280,9 @@ def _as_1d(values: Any, name: str, where: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise InputError(f"{where}: `{name}` must be a sequence of numbers") from None
     if arr.ndim != 1 or arr.size == 0:
-        raise ShapeError(f"{where}: `{name}` must be a non-empty 1-D sequence, got shape {arr.shape}")
+        raise ShapeError(
+            f"{where}: `{name}` must be a non-empty 1-D sequence, got shape {arr.shape}"
+        )
     if not np.isfinite(arr).all():
         raise InputError(f"{where}: `{name}` holds NaN or infinite values")
     return arr
@@ -358,7 +368,9 @@ def f_last(acc_matrix: Any) -> float:
             raise ShapeError("f_last: empty per-class history")
         lengths = {c.shape for c in columns}
         if len(lengths) != 1 or columns[0].ndim != 1:
-            raise ShapeError(f"f_last: per-class histories must all have the same length, got {sorted(lengths)}")
+            raise ShapeError(
+                f"f_last: per-class histories must all have the same length, got {sorted(lengths)}"
+            )
         acc = np.stack(columns, axis=1)
     else:
         try:
@@ -369,7 +381,9 @@ def f_last(acc_matrix: Any) -> float:
         except (TypeError, ValueError):
             raise InputError("f_last: `acc_matrix` must be a 2-D array of accuracies") from None
     if acc.ndim != 2 or acc.size == 0:
-        raise ShapeError(f"f_last: `acc_matrix` must be 2-D (tasks, classes), got shape {acc.shape}")
+        raise ShapeError(
+            f"f_last: `acc_matrix` must be 2-D (tasks, classes), got shape {acc.shape}"
+        )
     if np.isinf(acc).any():
         raise InputError("f_last: `acc_matrix` holds infinite values")
     if acc.shape[0] < 2:

@@ -213,7 +213,8 @@ class TrainerConfig(PromptConfig):
         r(_is_number(self.min_delta) and self.min_delta >= 0, "min_delta", "must be >= 0")
         r(self.amp is None or isinstance(self.amp, bool), "amp", "must be None, True or False")
         r(
-            self.checkpoint_dir is None or (isinstance(self.checkpoint_dir, str) and self.checkpoint_dir),
+            self.checkpoint_dir is None
+            or (isinstance(self.checkpoint_dir, str) and self.checkpoint_dir),
             "checkpoint_dir",
             "must be None or a non-empty path",
         )
@@ -308,7 +309,9 @@ def seed_everything(seed: int) -> None:
 
 
 def _derive_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -377,7 +380,9 @@ def _rng_capture() -> dict[str, Any]:
     return state
 
 
-def _rng_to_files(states: Sequence[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _rng_to_files(
+    states: Sequence[dict[str, Any]],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {}
     for rank, s in enumerate(states):
@@ -487,7 +492,11 @@ class _MetricAccumulator:
     """Accumulates predictions of one evaluation pass and computes the metric (DDP-aware)."""
 
     def __init__(
-        self, metric: str | MetricFn | None, num_classes: int | None, ctx: _Dist, device: torch.device
+        self,
+        metric: str | MetricFn | None,
+        num_classes: int | None,
+        ctx: _Dist,
+        device: torch.device,
     ) -> None:
         self.metric = metric
         self.device = device
@@ -530,7 +539,11 @@ class _MetricAccumulator:
             return
         if self._tm is None:
             num_classes = self.num_classes
-            if num_classes is None and preds.is_floating_point() and preds.dim() == targets.dim() + 1:
+            if (
+                num_classes is None
+                and preds.is_floating_point()
+                and preds.dim() == targets.dim() + 1
+            ):
                 num_classes = int(preds.shape[1])
             if num_classes is None:
                 raise ConfigError(
@@ -574,7 +587,8 @@ class Trainer:
         metric: a name from :data:`polyprompt.core.metrics.METRIC_NAMES`, a callable
             ``(preds, targets) -> float`` receiving the whole evaluation set (CPU tensors,
             gathered from all ranks), or ``None`` (loss only; then monitor ``val_loss``).
-            Higher is better.
+            Higher is better. ``"accuracy"`` (the default) is counted directly (same value
+            as torchmetrics' micro accuracy) so the default path does not import torchmetrics.
         num_classes: for named metrics; inferred from the logits' class dimension if omitted.
         callbacks: :class:`Callback` objects (or anything with ``on_epoch_end``).
     """
@@ -591,9 +605,13 @@ class Trainer:
         if config is None:
             config = TrainerConfig()
         if not isinstance(config, TrainerConfig):
-            raise ConfigError(f"Trainer: config must be a TrainerConfig, got {type(config).__name__}")
+            raise ConfigError(
+                f"Trainer: config must be a TrainerConfig, got {type(config).__name__}"
+            )
         if step_fn is not None and not callable(step_fn):
-            raise ConfigError("Trainer: step_fn must be callable(model, batch) -> (loss, preds, targets)")
+            raise ConfigError(
+                "Trainer: step_fn must be callable(model, batch) -> (loss, preds, targets)"
+            )
         if isinstance(metric, str):
             from polyprompt.core.metrics import METRIC_NAMES
 
@@ -628,10 +646,14 @@ class Trainer:
             if not torch.cuda.is_available():
                 raise ConfigError("TrainerConfig.device: CUDA requested but not available")
             if device.index is None:
-                device = torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
+                device = torch.device(
+                    "cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device()
+                )
         return device
 
-    def _loader(self, data: Any, name: str, *, train: bool, ctx: _Dist, device: torch.device) -> _Loader:
+    def _loader(
+        self, data: Any, name: str, *, train: bool, ctx: _Dist, device: torch.device
+    ) -> _Loader:
         cfg = self.config
         if isinstance(data, DataLoader):
             sampler = data.sampler if hasattr(data.sampler, "set_epoch") else None
@@ -644,7 +666,9 @@ class Trainer:
             out = _Loader(data, sampler, None)
         elif isinstance(data, IterableDataset):
             out = _Loader(DataLoader(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers))
-        elif isinstance(data, Dataset) or (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        elif isinstance(data, Dataset) or (
+            hasattr(data, "__len__") and hasattr(data, "__getitem__")
+        ):
             if len(data) == 0:
                 raise InputError(f"Trainer: `{name}` is empty")
             sampler = DistributedSampler(
@@ -687,7 +711,9 @@ class Trainer:
             return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.optimizer is OptimizerName.ADAM:
             return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int | None):
         cfg = self.config
@@ -785,7 +811,9 @@ class Trainer:
             dist.barrier()
 
     @staticmethod
-    def read_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Any] | None:
+    def read_checkpoint(
+        directory: str | Path,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any], Any] | None:
         """The last training checkpoint in ``directory``: ``(tensors, meta, optimizer_state)``.
 
         ``None`` when there is none yet. Raises :class:`CheckpointError` naming the file
@@ -807,11 +835,15 @@ class Trainer:
             files = {"state": manifest["state"], "optimizer": manifest["optimizer"]}
             hashes = dict(manifest["sha256"])
         except (KeyError, TypeError):
-            raise CheckpointError(f"Trainer: {manifest_path} lacks 'state', 'optimizer' or 'sha256'") from None
+            raise CheckpointError(
+                f"Trainer: {manifest_path} lacks 'state', 'optimizer' or 'sha256'"
+            ) from None
         for name in files.values():
             path = directory / str(name)
             if not path.is_file():
-                raise CheckpointError(f"Trainer: checkpoint file {path} (named in {manifest_path}) is missing")
+                raise CheckpointError(
+                    f"Trainer: checkpoint file {path} (named in {manifest_path}) is missing"
+                )
             if sha256_file(path) != hashes.get(name):
                 raise CheckpointError(
                     f"Trainer: checkpoint file {path} is corrupt (SHA-256 differs from {manifest_path})"
@@ -863,11 +895,15 @@ class Trainer:
             if optim_state.get("scaler"):
                 scaler.load_state_dict(optim_state["scaler"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{where}: optimizer/scheduler state does not fit ({exc})") from None
+            raise CheckpointError(
+                f"{where}: optimizer/scheduler state does not fit ({exc})"
+            ) from None
 
         saved_cfg = meta.get("config", {})
         current_cfg = self.config.to_dict()
-        changed = [k for k in _RESUME_CRITICAL if k in saved_cfg and saved_cfg[k] != current_cfg.get(k)]
+        changed = [
+            k for k in _RESUME_CRITICAL if k in saved_cfg and saved_cfg[k] != current_cfg.get(k)
+        ]
         if changed:
             warnings.warn(
                 f"{where}: config changed since the checkpoint ({', '.join(changed)}); "
@@ -880,7 +916,9 @@ class Trainer:
                 f"{meta.get('world_size')} to {ctx.world_size}); reseeding",
                 stacklevel=3,
             )
-            seed_everything(_derive_seed(self.config.seed, int(meta.get("epoch", 0)), ctx.rank) % 2**32)
+            seed_everything(
+                _derive_seed(self.config.seed, int(meta.get("epoch", 0)), ctx.rank) % 2**32
+            )
         best = None
         if meta.get("has_best_weights"):
             best = {n: tensors[f"best/{n}"].clone() for n in names if f"best/{n}" in tensors}
@@ -902,7 +940,9 @@ class Trainer:
     def _run_step(self, net: nn.Module, batch: Any, where: str) -> tuple[torch.Tensor, Any, Any]:
         out = self.step_fn(net, batch)
         if not isinstance(out, (tuple, list)) or len(out) != 3:
-            raise InputError(f"{where}: step_fn must return (loss, preds, targets), got {type(out).__name__}")
+            raise InputError(
+                f"{where}: step_fn must return (loss, preds, targets), got {type(out).__name__}"
+            )
         loss = out[0]
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise InputError(f"{where}: step_fn's loss must be a scalar tensor, got {loss!r:.80}")
@@ -977,7 +1017,9 @@ class Trainer:
             raise
         return loss_sum / count if count else float("nan")
 
-    def _eval_pass(self, model: nn.Module, data: _Loader, device: torch.device, amp: bool, ctx: _Dist) -> dict[str, float | None]:
+    def _eval_pass(
+        self, model: nn.Module, data: _Loader, device: torch.device, amp: bool, ctx: _Dist
+    ) -> dict[str, float | None]:
         was_training = model.training
         model.eval()
         acc = _MetricAccumulator(self.metric, self.num_classes, ctx, device)
@@ -1004,7 +1046,9 @@ class Trainer:
         if amp is None:
             return device.type == "cuda"
         if amp and device.type != "cuda":
-            warnings.warn("Trainer: AMP is only used on CUDA; training in float32 on CPU", stacklevel=3)
+            warnings.warn(
+                "Trainer: AMP is only used on CUDA; training in float32 on CPU", stacklevel=3
+            )
             return False
         return amp
 
@@ -1016,14 +1060,18 @@ class Trainer:
         few samples twice, as ``DistributedSampler`` does).
         """
         if not isinstance(model, nn.Module):
-            raise InputError(f"Trainer.evaluate: model must be an nn.Module, got {type(model).__name__}")
+            raise InputError(
+                f"Trainer.evaluate: model must be an nn.Module, got {type(model).__name__}"
+            )
         ctx = _current_dist()
         device = self._device(ctx)
         model.to(device)
         loader = self._loader(data, "data", train=False, ctx=ctx, device=device)
         return self._eval_pass(model, loader, device, self._amp_enabled(device), ctx)
 
-    def _update_best(self, state: _FitState, logs: dict[str, Any], trainable: list[tuple[str, nn.Parameter]]) -> None:
+    def _update_best(
+        self, state: _FitState, logs: dict[str, Any], trainable: list[tuple[str, nn.Parameter]]
+    ) -> None:
         cfg = self.config
         value = logs["val_metric"] if cfg.monitor is Monitor.VAL_METRIC else logs["val_loss"]
         if value is None:
@@ -1055,6 +1103,9 @@ class Trainer:
         ``train``/``val`` are torch Datasets (the Trainer builds seeded loaders, sharded
         under DDP) or DataLoaders (used as they are). Returns a :class:`TrainResult`; the
         model ends with the best epoch's weights when ``restore_best`` and ``val`` are set.
+        The global RNGs (``random``, ``numpy``, ``torch``) are seeded with
+        ``config.seed + rank`` at the start (the model is built before, so DDP ranks start
+        from rank 0's weights and differ only in dropout/augmentation draws).
 
         Raises:
             ConfigError: nothing to train, early stopping without ``val``, bad settings.
@@ -1065,7 +1116,9 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise InputError(f"Trainer.fit: model must be an nn.Module, got {type(model).__name__}")
         if cfg.early_stopping_patience is not None and val is None:
-            raise ConfigError("TrainerConfig.early_stopping_patience: early stopping needs `val` data")
+            raise ConfigError(
+                "TrainerConfig.early_stopping_patience: early stopping needs `val` data"
+            )
         ctx = _setup_dist(cfg.device)
         device = self._device(ctx)
         amp = self._amp_enabled(device)
@@ -1083,7 +1136,11 @@ class Trainer:
             buffers = [(n, b) for n, b in model.named_buffers() if n in persistent]
             params = [p for _, p in trainable]
             train_data = self._loader(train, "train", train=True, ctx=ctx, device=device)
-            val_data = self._loader(val, "val", train=False, ctx=ctx, device=device) if val is not None else None
+            val_data = (
+                self._loader(val, "val", train=False, ctx=ctx, device=device)
+                if val is not None
+                else None
+            )
             net: nn.Module = model
             if ctx.enabled:
                 from torch.nn.parallel import DistributedDataParallel
@@ -1099,13 +1156,17 @@ class Trainer:
             except TypeError:
                 steps_per_epoch = None
             scheduler = self._scheduler(optimizer, steps_per_epoch)
-            scaler = torch.amp.GradScaler(device.type if device.type == "cuda" else "cpu", enabled=use_scaler)
+            scaler = torch.amp.GradScaler(
+                device.type if device.type == "cuda" else "cpu", enabled=use_scaler
+            )
 
             state = _FitState()
             if cfg.checkpoint_dir is not None and cfg.resume:
                 loaded = self.read_checkpoint(cfg.checkpoint_dir)
                 if loaded is not None:
-                    state = self._restore(loaded, trainable, buffers, optimizer, scheduler, scaler, ctx)
+                    state = self._restore(
+                        loaded, trainable, buffers, optimizer, scheduler, scaler, ctx
+                    )
 
             for cb in self.callbacks:
                 if hasattr(cb, "on_fit_start"):
