@@ -38,7 +38,9 @@ def _one_thread():
 
 def vit(seed: int = 0, **kw) -> TimmViTAdapter:
     torch.manual_seed(seed)
-    cfg = dict(img_size=32, patch_size=8, in_chans=1, embed_dim=D, depth=3, num_heads=4, num_classes=0)
+    cfg = dict(
+        img_size=32, patch_size=8, in_chans=1, embed_dim=D, depth=3, num_heads=4, num_classes=0
+    )
     cfg.update(kw)
     return TimmViTAdapter(VisionTransformer(**cfg))
 
@@ -173,7 +175,9 @@ def test_vpt_output_depends_on_every_layers_prompt():
         base = model(x)
         for layer in range(3):
             saved = model.deep.weight[layer].clone()
-            model.deep.weight[layer].add_(torch.randn_like(saved))  # (constant shifts vanish in LayerNorm)
+            model.deep.weight[layer].add_(
+                torch.randn_like(saved)
+            )  # (constant shifts vanish in LayerNorm)
             assert not torch.allclose(model(x), base), f"layer {layer} prompt has no effect"
             model.deep.weight[layer].copy_(saved)
         assert torch.equal(model(x), base)
@@ -222,7 +226,9 @@ def test_forward_from_tokens():
 
 
 # --------------------------------------------------------------------------- checkpoints
-@pytest.mark.parametrize(("name", "kw"), [("vpt", {"deep": True}), ("vpt", {}), ("linear_probe", {})])
+@pytest.mark.parametrize(
+    ("name", "kw"), [("vpt", {"deep": True}), ("vpt", {}), ("linear_probe", {})]
+)
 def test_save_load_round_trip_and_backbone_mismatch(tmp_path, name, kw):
     extra = {"num_tokens": 3} if name == "vpt" else {}
     model = create(name, vit(), num_classes=5, **extra, **kw).eval()

@@ -307,7 +307,11 @@ class PromptBank(nn.Module):
         return list(tasks.values())
 
     def _ensure_eval(self) -> None:
-        if self.training or self.backbone.training or any(m.training for m in self.methods.values()):
+        if (
+            self.training
+            or self.backbone.training
+            or any(m.training for m in self.methods.values())
+        ):
             self.eval()
 
     def _groups(self, tasks: list[_Task], mixed: bool) -> list[list[_Task]]:
@@ -410,7 +414,9 @@ class PromptBank(nn.Module):
         p = int(getattr(bb, "num_prefix_tokens", 0))
         n = group[0].n
         if n:
-            tokens = insert_prompt(tokens, _stack([t.method.prompt_tokens(1) for t in group], group), p)
+            tokens = insert_prompt(
+                tokens, _stack([t.method.prompt_tokens(1) for t in group], group), p
+            )
         layers = sorted({layer for t in group for layer in t.method.deep_prompt_layers})
         start = 0
         for layer in layers:

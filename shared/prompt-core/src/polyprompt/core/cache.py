@@ -167,7 +167,9 @@ class FeatureCache:
     def key(self, inputs: torch.Tensor) -> str:
         """Cache key (sha256 hex) of ``inputs`` for this backbone and ``start_block``."""
         check_tensor(inputs, "inputs", min_size={0: 1}, finite=False, where="FeatureCache.key")
-        payload = f"{_FORMAT}|{self.backbone_fingerprint()}|{self.start_block}|{data_fingerprint(inputs)}"
+        payload = (
+            f"{_FORMAT}|{self.backbone_fingerprint()}|{self.start_block}|{data_fingerprint(inputs)}"
+        )
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def path(self, key: str) -> Path:
@@ -194,7 +196,9 @@ class FeatureCache:
             InputError / ShapeError: empty or inconsistent data, bad ``batch_size``.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"FeatureCache.tokens: batch_size must be an int >= 1, got {batch_size!r}")
+            raise InputError(
+                f"FeatureCache.tokens: batch_size must be an int >= 1, got {batch_size!r}"
+            )
         inputs = _inputs_of(data, "FeatureCache.tokens")
         key = self.key(inputs)
         self._keys.add(key)
@@ -312,10 +316,15 @@ def cached_dataset(
     labels: list[Any] = []
     for i, item in enumerate(items):
         if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise InputError(f"{where}: item {i} must be an (input, label) pair, got {type(item).__name__}")
+            raise InputError(
+                f"{where}: item {i} must be an (input, label) pair, got {type(item).__name__}"
+            )
         labels.append(item[1])
-    tokens = cache.tokens(torch.stack([_as_tensor(it[0], where, i) for i, it in enumerate(items)]),
-                          batch_size, progress=progress)
+    tokens = cache.tokens(
+        torch.stack([_as_tensor(it[0], where, i) for i, it in enumerate(items)]),
+        batch_size,
+        progress=progress,
+    )
     try:
         y = torch.stack([torch.as_tensor(v) for v in labels])
     except (RuntimeError, TypeError, ValueError) as exc:
@@ -325,7 +334,11 @@ def cached_dataset(
 
 # ---------------------------------------------------------------------- data helpers
 def _items(data: Any, where: str) -> list[Any]:
-    if isinstance(data, (str, bytes)) or not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+    if (
+        isinstance(data, (str, bytes))
+        or not hasattr(data, "__getitem__")
+        or not hasattr(data, "__len__")
+    ):
         raise InputError(
             f"{where}: expected a tensor, a map-style dataset or a sequence, got {type(data).__name__}"
         )
@@ -349,8 +362,13 @@ def _inputs_of(data: Any, where: str) -> torch.Tensor:
         check_tensor(data, "data", min_size={0: 1}, finite=False, where=where)
         return data
     items = _items(data, where)
-    xs = [_as_tensor(it[0] if isinstance(it, (tuple, list)) else it, where, i) for i, it in enumerate(items)]
+    xs = [
+        _as_tensor(it[0] if isinstance(it, (tuple, list)) else it, where, i)
+        for i, it in enumerate(items)
+    ]
     shapes = {tuple(x.shape) for x in xs}
     if len(shapes) > 1:
-        raise ShapeError(f"{where}: inputs have different shapes {sorted(shapes)[:4]}; cannot batch")
+        raise ShapeError(
+            f"{where}: inputs have different shapes {sorted(shapes)[:4]}; cannot batch"
+        )
     return torch.stack(xs)

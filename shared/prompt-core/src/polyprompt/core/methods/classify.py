@@ -56,12 +56,12 @@ from polyprompt.core.registry import register_method
 from polyprompt.core.validation import check_tensor
 
 __all__ = [
+    "VPT",
     "ClassifierConfig",
     "FullFineTune",
     "LinearProbe",
     "VPTConfig",
     "VPTInit",
-    "VPT",
 ]
 
 _BACKBONE_API = ("embed", "forward_blocks", "norm", "pool", "embed_dim", "num_blocks")
