@@ -15,6 +15,10 @@ hits every variant alike), after warm-up, median of N:
 * ``bank auto``: ``PromptBank.forward`` with ``plan="auto"`` after its one-time calibration
   (the first call; its cost is reported separately).
 
+Every variant's output is compared with the baseline's (max absolute logit difference).
+``--quick``: no extra warm-up (the reference and calibration calls warm every path), median
+of 2 instead of 5.
+
 Outputs: ``<out>/bank.json`` and ``<out>/bank.md``.  On CUDA the same table is measured on
 the GPU as well.  ``torch.set_num_threads`` is left at torch's default.
 
@@ -71,8 +75,10 @@ def per_task(bank: Any, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]
 
 def round_robin(
     fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int, cuda: bool
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Time every function ``repeats`` times in round-robin order; also return last outputs."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    last: dict[str, Any] = {}
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -81,14 +87,15 @@ def round_robin(
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            fn()
+            last[name] = fn()
             if cuda:
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t0)
-    return {
+    stats = {
         k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "repeats": len(v)}
         for k, v in times.items()
     }
+    return stats, last
 
 
 def measure(device: str, warmup: int, repeats: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -147,7 +154,7 @@ def measure(device: str, warmup: int, repeats: int) -> tuple[list[dict[str, Any]
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
-    warmup, repeats = (1, 2) if args.quick else (1, 5)
+    warmup, repeats = (0, 2) if args.quick else (1, 5)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows: list[dict[str, Any]] = []
     details: dict[str, Any] = {}

@@ -16,8 +16,10 @@ Run ``python benchmarks/soft_prompt_vs_peft.py [--quick] [--out DIR]``.
 
 from __future__ import annotations
 
+import ast
 import codecs
 import copy
+import importlib.util
 import statistics
 import sys
 import time
@@ -26,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import parse_args, write_results  # noqa: E402
+from _harness import parse_args, write_results
 
 NAME = "soft_prompt_vs_peft"
 NUM_TOKENS = 20
@@ -42,10 +44,18 @@ MODEL_CFG = dict(
 
 def text_batch(batch: int, length: int):
     """``(batch, length)`` byte ids of consecutive slices of the Zen of Python."""
-    import this  # noqa: F401  (prints the Zen once; its text is ROT13 in this.s)
     import torch
 
-    text = codecs.decode(sys.modules["this"].s, "rot13").encode()
+    # the module ``this`` holds the Zen ROT13-encoded in ``s``; read it without importing
+    # (importing prints it)
+    source = Path(importlib.util.find_spec("this").origin).read_text()
+    tree = ast.parse(source)
+    rot13 = next(
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "s"
+    )
+    text = codecs.decode(rot13, "rot13").encode()
     need = batch * length
     text = (text * (need // len(text) + 1))[:need]
     return torch.tensor(list(text), dtype=torch.long).view(batch, length)
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         t_ours.append(to)
         t_peft.append(tp)
     diffs = [abs(a - b) for a, b in zip(losses_ours, losses_peft, strict=True)]
-    prompt_diff = float((ours.prompt.weight - peft_prompt).abs().max())
+    prompt_diff = float((ours.prompt.weight - peft_prompt).detach().abs().max())
     med_ours = statistics.median(t_ours[warmup:])
     med_peft = statistics.median(t_peft[warmup:])
     # paired ratios (same iteration, back to back) are robust to load drifting over the run
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         {
             "side": "ours / PEFT",
             "step_ms": med_ours / med_peft,
-            "first_loss": "max |loss diff|",
+            "first_loss": "max abs loss diff:",
             "last_loss": max_diff,
         },
     ]
@@ -179,8 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         "time_ok": med_ours / med_peft <= 1.0,
     }
     notes = f"""
-Tiny GPT-2 (`GPT2Config` {MODEL_CFG['n_layer']} layers, width {MODEL_CFG['n_embd']}, vocab
-{MODEL_CFG['vocab_size']} = bytes, random weights, dropout 0), {NUM_TOKENS} virtual tokens,
+Tiny GPT-2 (`GPT2Config` {MODEL_CFG["n_layer"]} layers, width {MODEL_CFG["n_embd"]}, vocab
+{MODEL_CFG["vocab_size"]} = bytes, random weights, dropout 0), {NUM_TOKENS} virtual tokens,
 PEFT's RANDOM prompt init copied into ours, Adam(lr={LR}), one fixed unpadded batch of
 {batch} x {length} bytes of real text, {steps} steps. Loss curves: max |ours - PEFT| =
 {max_diff:.2e} (tolerance {LOSS_TOL:g}); final prompts differ by at most {prompt_diff:.2e}.
@@ -188,7 +198,9 @@ Time per step: median of steps {warmup}..{steps - 1}, the two sides interleaved 
 alternating order; `ours / PEFT` = {med_ours / med_peft:.3f} (median of per-step paired
 ratios: {paired:.3f}; target <= 1.0).
 """
-    write_results(NAME, args.out, payload, rows, title="Soft prompt: polyprompt vs HF PEFT", notes=notes)
+    write_results(
+        NAME, args.out, payload, rows, title="Soft prompt: polyprompt vs HF PEFT", notes=notes
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import current_rss_bytes, parse_args, peak_rss_bytes, write_results  # noqa: E402
+from _harness import current_rss_bytes, parse_args, peak_rss_bytes, write_results
 
 NAME = "vpt_step"
 MODEL = "vit_small_patch16_224"
@@ -298,7 +298,14 @@ fine-tuning). `@mmap` rows call `limit_heap_fragmentation()` (fixed glibc mmap t
 1 MiB): without it glibc's dynamic threshold puts activation-sized tensors on the heap, which
 fragments during backward and inflates resident memory, more so for VPT.
 """
-    write_results(NAME, args.out, payload, rows, title="VPT step vs full fine-tuning vs linear probe", notes=notes)
+    write_results(
+        NAME,
+        args.out,
+        payload,
+        rows,
+        title="VPT step vs full fine-tuning vs linear probe",
+        notes=notes,
+    )
 
 
 if __name__ == "__main__":

@@ -219,6 +219,10 @@ def test_forward_from_tokens():
     with torch.no_grad():  # the prompt-free embedding output is fine
         emb = vpt.backbone.embed(x)
         assert torch.allclose(vpt.forward_from_tokens(emb, 0), vpt(x), atol=1e-6)
+    ft = create("full_finetune", vit(), num_classes=3)
+    assert ft.cache_point is None
+    with pytest.raises(InputError, match="every backbone parameter trains"):
+        ft.forward_from_tokens(emb, 0)
     with pytest.raises(InputError, match="start_block"):
         probe.forward_from_tokens(after, 4)
     with pytest.raises(ShapeError):

@@ -21,13 +21,16 @@ Two execution plans:
 
 Plan selection by measurement (``plan="auto"``, the default): the first call for a new
 *composition signature* ``(device, dtype, input shape, batch size, {n: number of tasks})``
-runs both plans (one warm-up each, then ``calibration_repeats`` alternating timed runs) and
-caches the faster one; later calls with the same signature use it directly.  When both plans
-would execute the same passes (e.g. one task per prompt length) no timing is done.
-:meth:`PromptBank.calibrate` does the same ahead of time from an example batch;
-:attr:`PromptBank.plan_choices` shows what was chosen and the timings behind it.  On a
-2-core CPU the grouped plan usually wins (large batches leave the cache); on a GPU the mixed
-plan wins (one large launch instead of many small ones).
+runs both plans ``calibration_repeats`` times each (default 2, alternating; the best time of
+each plan counts, so one-time warm-up costs do not decide), caches the faster plan in
+:attr:`PromptBank.plan_choices` and returns that plan's output; that first call therefore
+costs ``2 * calibration_repeats`` passes.  Later calls with the same signature run the
+cached plan directly (no timing).  When both plans would execute the same passes (e.g. one
+task per prompt length) nothing is timed and the grouped plan runs.  Adding or removing a
+prompt clears the cached choices.  :meth:`PromptBank.calibrate` does the same ahead of time
+from an example batch.  Which plan wins depends on the machine, the batch composition and
+the thread count (one large batch vs several small ones), hence the measurement: see
+``benchmarks/results/bank.md``.
 
 Everything runs under :func:`torch.inference_mode` with the bank in eval mode.
 
@@ -349,11 +352,13 @@ class PromptBank(nn.Module):
         if known is not None:
             self.last_plan = known["plan"]
             return self._run(x, tasks, mixed=known["plan"] == BankPlan.MIXED.value)
-        repeats = self.calibration_repeats if repeats is None else int(repeats)
+        repeats = self.calibration_repeats if repeats is None else repeats
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise InputError(f"PromptBank.calibrate: repeats must be an int >= 1, got {repeats!r}")
         best = {True: float("inf"), False: float("inf")}
         outs: dict[bool, list[torch.Tensor]] = {}
-        for mixed in (True, False):  # warm-up (allocator, kernel selection)
-            outs[mixed] = self._run(x, tasks, mixed=mixed)
+        # alternating runs, best of `repeats`: the first run of each plan pays the one-time
+        # costs (allocator growth, kernel selection), the later ones are warm
         for _ in range(repeats):
             for mixed in (True, False):
                 seconds, outs[mixed] = self._timed(x, tasks, mixed)

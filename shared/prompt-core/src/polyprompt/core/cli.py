@@ -297,7 +297,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises :class:`UsageError` instead of exiting, so ``main`` returns 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: error: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -299,7 +299,10 @@ def _is_mlp(module: nn.Module) -> bool:
     return (
         isinstance(getattr(module, "fc1", None), nn.Linear)
         and isinstance(getattr(module, "fc2", None), nn.Linear)
-        and all(isinstance(getattr(module, a, None), nn.Module) for a in ("act", "drop1", "norm", "drop2"))
+        and all(
+            isinstance(getattr(module, a, None), nn.Module)
+            for a in ("act", "drop1", "norm", "drop2")
+        )
     )
 
 
@@ -391,8 +394,10 @@ def limit_heap_fragmentation(threshold_bytes: int = 1 << 20) -> bool:
         >>> limit_heap_fragmentation(1 << 20) in (True, False)
         True
     """
-    if not isinstance(threshold_bytes, int) or isinstance(threshold_bytes, bool) or not (
-        0 < threshold_bytes <= 32 << 20
+    if (
+        not isinstance(threshold_bytes, int)
+        or isinstance(threshold_bytes, bool)
+        or not (0 < threshold_bytes <= 32 << 20)
     ):
         raise ConfigError(
             f"limit_heap_fragmentation: `threshold_bytes` must be an int in (0, 32 MiB], "

@@ -219,7 +219,9 @@ class _Classifier(PromptMethod):
     """Shared head, forward and PromptBank interface of the classification methods."""
 
     config_class = ClassifierConfig
-    cache_point: int = 0
+    #: tokens entering this block need no gradient below them and may be cached
+    #: (:class:`~polyprompt.core.cache.FeatureCache`); ``None``: nothing can be cached
+    cache_point: int | None = None
 
     def __init__(self, backbone: nn.Module, config: ClassifierConfig) -> None:
         super().__init__(backbone, config)
@@ -281,6 +283,11 @@ class _Classifier(PromptMethod):
 
         Shapes: tokens ``(B, N, D)`` -> logits ``(B, num_classes)``.  Allowed for
         ``0 <= start_block <= cache_point``: nothing below ``cache_point`` needs a gradient.
+
+        Raises:
+            InputError: ``start_block`` out of range or above ``cache_point`` (VPT: prompts
+                enter before block 0; full fine-tuning: everything trains).
+            ShapeError: ``tokens`` not ``(B, N, embed_dim)``.
         """
         where = f"{type(self).__name__}.forward_from_tokens"
         nb = int(self.backbone.num_blocks)
@@ -288,7 +295,7 @@ class _Classifier(PromptMethod):
             raise InputError(f"{where}: start_block must be an int, got {start_block!r}")
         if not 0 <= start_block <= nb:
             raise InputError(f"{where}: start_block must be in [0, {nb}], got {start_block}")
-        if start_block > self.cache_point:
+        if self.cache_point is None or start_block > self.cache_point:
             raise InputError(
                 f"{where}: {type(self).__name__} cannot start from cached tokens at block "
                 f"{start_block}: {self._cache_reason()} (cache_point={self.cache_point}); "
@@ -373,7 +380,10 @@ class FullFineTune(_Classifier):
         super().__init__(backbone, config)
         for p in self.backbone.parameters():
             p.requires_grad_(True)
-        self.cache_point = 0
+        self.cache_point = None
+
+    def _cache_reason(self) -> str:
+        return "every backbone parameter trains, the embedding included"
 
 
 @register_method("vpt")
