@@ -117,14 +117,12 @@ def measure(device: str, warmup: int, repeats: int) -> tuple[list[dict[str, Any]
         "bank mixed (one batch)": lambda: bank.forward_mixed(x, names),
         "bank auto": lambda: bank(x, names),
     }
-    timing = round_robin(fns, warmup=warmup, repeats=repeats, cuda=cuda)
+    timing, last = round_robin(fns, warmup=warmup, repeats=repeats, cuda=cuda)
     base = timing["per-task batches (baseline)"]["median_s"]
+    last["bank auto (first call)"] = auto_first
     max_diff = {
-        "mixed": max(float((a - b).abs().max()) for a, b in zip(bank.forward_mixed(x, names), ref)),
-        "grouped": max(
-            float((a - b).abs().max()) for a, b in zip(bank.forward_grouped(x, names), ref)
-        ),
-        "auto": max(float((a - b).abs().max()) for a, b in zip(auto_first, ref)),
+        name: max(float((a - b).abs().max()) for a, b in zip(out, ref))
+        for name, out in last.items()
     }
     rows = []
     for name, t in timing.items():

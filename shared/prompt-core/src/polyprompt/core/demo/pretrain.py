@@ -117,7 +117,7 @@ class PretrainConfig(PromptConfig):
     ``max_train_samples`` caps the MNIST train split (stratified); ``None`` uses all of it.
     """
 
-    epochs: int = 12
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
