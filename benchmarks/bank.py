@@ -6,7 +6,7 @@ fine for timing) shared by 8 VPT prompts -- 4 VPT-shallow and 4 VPT-deep, 10 tok
 (sample ``i`` asks for task ``i % 8``).
 
 Compared side by side in one process, in round-robin order (so that drift in machine load
-hits every variant alike), after warm-up, median of N:
+hits every variant alike), median of N:
 
 * ``per-task batches`` (baseline): gather each task's 8 samples and call that task's
   method on them -- 8 backbone passes of 8 images;
@@ -16,8 +16,8 @@ hits every variant alike), after warm-up, median of N:
   (the first call; its cost is reported separately).
 
 Every variant's output is compared with the baseline's (max absolute logit difference).
-``--quick``: no extra warm-up (the reference and calibration calls warm every path), median
-of 2 instead of 5.
+No separate warm-up: the reference call warms the per-task path and the calibration call
+warms both bank plans.  Median of 3 (``--quick``: 1).
 
 Outputs: ``<out>/bank.json`` and ``<out>/bank.md``.  On CUDA the same table is measured on
 the GPU as well.  ``torch.set_num_threads`` is left at torch's default.
@@ -29,6 +29,7 @@ Usage::
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -152,23 +153,28 @@ def measure(device: str, warmup: int, repeats: int) -> tuple[list[dict[str, Any]
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
-    warmup, repeats = (0, 2) if args.quick else (1, 5)
+    warmup, repeats = (0, 1) if args.quick else (0, 3)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     for device in devices:
         r, extra = measure(device, warmup, repeats)
         rows += r
         details[device] = extra
         print(f"[{device}] auto chose {extra['auto_choice'].get('plan')}; {extra}", flush=True)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    details["load_average_1min"] = {"start": load_start, "end": load_end}
     notes = [
         f"Setup: ViT-S/16 (random weights), {NUM_TASKS} VPT prompts (4 shallow + 4 deep, "
         f"{NUM_TOKENS} tokens, {NUM_CLASSES} classes each), batch {NUM_TASKS * PER_TASK} = "
         f"{NUM_TASKS} tasks x {PER_TASK} samples, interleaved; warm-up {warmup}, median of "
         f"{repeats}, variants measured in round-robin order; torch threads "
-        f"{torch.get_num_threads()}.",
+        f"{torch.get_num_threads()}; 1-min load average {load_start:.1f} at start, "
+        f"{load_end:.1f} at end (other processes share the cores when it exceeds the CPU count).",
     ]
-    for device, extra in details.items():
+    for device in devices:
+        extra = details[device]
         c = extra["auto_choice"]
         timing = (
             f" (calibration: mixed {c['mixed_s']:.3g} s, grouped {c['grouped_s']:.3g} s)"

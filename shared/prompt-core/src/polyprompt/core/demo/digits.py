@@ -102,8 +102,8 @@ class DemoConfig(PromptConfig):
     labels_per_class: int | None = 20
     epochs: int = 25
     batch_size: int = 32
-    lr_head: float = 1e-2
-    lr_prompt: float = 1e-2
+    lr_head: float = 1e-1
+    lr_prompt: float = 5e-2
     lr_full: float = 5e-4
     weight_decay: float = 1e-4
     num_tokens: int = 10
