@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
             f"({extra['backbone_params']:,} params) + {extra['prompt_and_head_params']:,} "
             f"prompt/head params for all {NUM_TASKS} tasks."
         )
+    if "cuda" not in devices:
+        notes.append("- cuda: no GPU on this machine; rerun there for the GPU rows.")
     write_results(
         "bank",
         args.out,

