@@ -44,6 +44,7 @@ NAME = "vpt_step"
 MODEL = "vit_small_patch16_224"
 THREADS = 2
 MiB = 2**20
+CHUNK_ROWS = int(os.environ.get("VPT_STEP_CHUNK_ROWS", "1024"))
 
 # (config, what it is); each runs in a fresh process
 FULL_CONFIGS = [
@@ -78,7 +79,7 @@ def _parse_config(config: str) -> tuple[str, set[str], bool]:
         method.startswith("vpt") and method[3:].isdigit()
     ):
         raise SystemExit(f"unknown method in config {config!r}")
-    if alloc not in ("", "mmap") or not set(levers) <= {"lean", "ckpt"}:
+    if alloc not in ("", "mmap") or not set(levers) <= {"lean", "leanrc", "ckpt"}:
         raise SystemExit(f"bad config {config!r}")
     return method, set(levers), alloc == "mmap"
 
@@ -120,7 +121,9 @@ def run_child(config: str, batch: int, warmup: int, steps: int) -> dict[str, Any
         model = create("vpt", adapter, num_classes=10, num_tokens=int(method[3:]), deep=False)
     model.train()
     if "lean" in levers:
-        lean_frozen_mlps(model)
+        lean_frozen_mlps(model, chunk_rows=CHUNK_ROWS)
+    if "leanrc" in levers:
+        lean_frozen_mlps(model, chunk_rows=CHUNK_ROWS, recompute=True)
     if "ckpt" in levers:
         checkpoint_blocks(model)
     params = [p for p in model.parameters() if p.requires_grad]

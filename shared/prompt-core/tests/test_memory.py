@@ -61,12 +61,18 @@ def test_autograd_already_skips_frozen_linear_inputs():
     assert saved_tensor_bytes(lambda: trainable(x), exclude=trainable) == x.numel() * 4
 
 
-@pytest.mark.parametrize("lever", ["lean", "ckpt", "ckpt_every2", "both"])
+@pytest.mark.parametrize(
+    "lever", ["lean", "lean_recompute", "lean_chunk7", "ckpt", "ckpt_every2", "both"]
+)
 def test_levers_give_identical_loss_and_prompt_grads(vpt, batch, lever):
     ref_loss, ref_grads = _loss_and_grads(vpt, batch)
     patches = []
     if lever in ("lean", "both"):
         patches.append(lean_frozen_mlps(vpt))
+    if lever == "lean_recompute":
+        patches.append(lean_frozen_mlps(vpt, recompute=True, chunk_rows=16))
+    if lever == "lean_chunk7":  # blocks that do not divide B * L = 63
+        patches.append(lean_frozen_mlps(vpt, chunk_rows=7))
     if lever in ("ckpt", "both"):
         patches.append(checkpoint_blocks(vpt))
     if lever == "ckpt_every2":
@@ -84,6 +90,8 @@ def test_levers_save_fewer_bytes(vpt, batch):
     plain = _saved(vpt, batch)
     with lean_frozen_mlps(vpt) as patch:
         assert len(patch) == 3
+        assert _saved(vpt, batch) == plain  # keeps the same tensors (fewer temporaries)
+    with lean_frozen_mlps(vpt, recompute=True):
         lean = _saved(vpt, batch)
     with checkpoint_blocks(vpt, every=2):
         half = _saved(vpt, batch)
@@ -137,12 +145,28 @@ def test_double_patch_and_bad_arguments_raise(vpt):
         limit_heap_fragmentation(0)
 
 
-def test_lean_skips_trainable_mlps_unless_asked():
+def test_lean_skips_trainable_mlps_and_falls_back_when_unfrozen(batch):
     vit = _vit(depth=2)
     with pytest.raises(InputError, match="frozen"):
         lean_frozen_mlps(vit)
-    with lean_frozen_mlps(vit, only_frozen=False) as patch:
+    ft = create("full_finetune", TimmViTAdapter(vit), num_classes=5)
+    ref_loss, ref = _loss_and_grads(ft, batch)
+    ft.backbone.requires_grad_(False)
+    with lean_frozen_mlps(ft) as patch:
         assert len(patch) == 2
+        ft.backbone.requires_grad_(True)  # unfrozen after patching: the MLPs run their own forward
+        loss, got = _loss_and_grads(ft, batch)
+    assert torch.equal(loss, ref_loss)
+    for name in ref:
+        assert torch.equal(got[name], ref[name]), name
+
+
+def test_lean_bad_arguments(vpt):
+    for bad in (0, -3, 2.0, True):
+        with pytest.raises(ConfigError, match="chunk_rows"):
+            lean_frozen_mlps(vpt, chunk_rows=bad)
+    with pytest.raises(ConfigError, match="recompute"):
+        lean_frozen_mlps(vpt, recompute=1)
 
 
 def test_counter_counts_shared_storage_once():

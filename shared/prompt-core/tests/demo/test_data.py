@@ -61,7 +61,7 @@ def test_optdigits_is_real_optdigits_upsampled(optdigits: DigitData) -> None:
     bunch = load_digits()
     assert optdigits.images.shape == (1797, 1, 32, 32)
     assert optdigits.images.dtype == torch.float32
-    assert 0.0 <= float(optdigits.images.min()) and float(optdigits.images.max()) <= 1.0
+    assert float(optdigits.images.min()) >= 0.0 and float(optdigits.images.max()) <= 1.0
     assert sorted(set(optdigits.labels.tolist())) == list(range(10))
     np.testing.assert_array_equal(optdigits.labels.numpy(), bunch.target)
     # block-averaging the 32x32 image back to 8x8 gives the original counts / 16

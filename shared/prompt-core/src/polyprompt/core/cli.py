@@ -22,10 +22,11 @@ example or benchmark, bad arguments). Errors print a message, not a traceback, u
 
 Example::
 
-    >>> from polyprompt.core.cli import main
-    >>> main(["run", "--list"])  # doctest: +ELLIPSIS
-    digits ...
-    0
+    >>> from polyprompt.core.cli import examples, main
+    >>> main(["run", "no-such-example"])  # message on stderr, exit code 2
+    2
+    >>> "digits" in examples()
+    True
 """
 
 from __future__ import annotations
@@ -101,9 +102,7 @@ def examples() -> dict[str, Target]:
 
 def package_demos() -> dict[str, Target]:
     """Quick demos of installed packages (``polyprompt.demos``), the core's own excluded."""
-    return {
-        n: t for n, t in sorted(_entry_points(DEMO_GROUP).items()) if t.value != _CORE_DEMO
-    }
+    return {n: t for n, t in sorted(_entry_points(DEMO_GROUP).items()) if t.value != _CORE_DEMO}
 
 
 def benchmarks_dir() -> Path | None:
@@ -128,7 +127,9 @@ def benchmark_scripts(folder: Path | None = None) -> dict[str, Path]:
 
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
@@ -143,8 +144,11 @@ def _report_failure(what: str, exc: BaseException) -> None:
         tb = traceback.extract_tb(exc.__traceback__)
         if tb:
             last = tb[-1]
-            print(f"  at {last.filename}:{last.lineno} ({last.name}); set POLYPROMPT_DEBUG=1 for "
-                  "the full traceback", file=sys.stderr)
+            print(
+                f"  at {last.filename}:{last.lineno} ({last.name}); set POLYPROMPT_DEBUG=1 for "
+                "the full traceback",
+                file=sys.stderr,
+            )
 
 
 def _exit_code(value: Any) -> int:
@@ -211,8 +215,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 failures.append(name)
     took = time.perf_counter() - start
     if failures:
-        print(f"\npolyprompt demo: {len(failures)} failed: {', '.join(failures)} ({took:.0f} s)",
-              file=sys.stderr)
+        print(
+            f"\npolyprompt demo: {len(failures)} failed: {', '.join(failures)} ({took:.0f} s)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     print(f"\npolyprompt demo: all done in {took:.0f} s; results in {out}/")
     return EXIT_OK
@@ -223,8 +229,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.list or not args.example:
         if not args.list:
             print("polyprompt run: name an example to run:", file=sys.stderr)
-        print(_table([(t.name, t.source, t.value) for t in found.values()],
-                     ("example", "package", "entry point")))
+        print(
+            _table(
+                [(t.name, t.source, t.value) for t in found.values()],
+                ("example", "package", "entry point"),
+            )
+        )
         return EXIT_OK if args.list else EXIT_USAGE
     target = found.get(args.example)
     if target is None:
@@ -281,8 +291,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rc = subprocess.call(cmd)
         took = time.perf_counter() - start
         if rc != 0:
-            print(f"polyprompt bench: {name} failed with exit code {rc} ({took:.0f} s)",
-                  file=sys.stderr)
+            print(
+                f"polyprompt bench: {name} failed with exit code {rc} ({took:.0f} s)",
+                file=sys.stderr,
+            )
             failed.append(name)
         else:
             print(f"== benchmark {name}: done in {took:.0f} s", flush=True)

@@ -110,7 +110,9 @@ class DigitData:
 
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()
 
-    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor, name: str = "") -> DigitData:
+    def subset(
+        self, indices: Sequence[int] | np.ndarray | torch.Tensor, name: str = ""
+    ) -> DigitData:
         """A new :class:`DigitData` holding the rows ``indices`` (same classes)."""
         import torch
 
@@ -166,7 +168,7 @@ def to_demo_images(array: object, *, scale: float, name: str) -> torch.Tensor:
     where = f"to_demo_images({name!r})"
     x = torch.as_tensor(np.asarray(array), dtype=torch.float32)
     if x.dim() == 2:  # flattened square images
-        side = int(round(x.shape[1] ** 0.5))
+        side = round(x.shape[1] ** 0.5)
         if side * side != x.shape[1]:
             raise ShapeError(f"{where}: rows of length {x.shape[1]} are not square images")
         x = x.reshape(-1, side, side)
@@ -180,7 +182,7 @@ def to_demo_images(array: object, *, scale: float, name: str) -> torch.Tensor:
     margin = IMAGE_SIZE - side
     if side == IMAGE_SIZE:
         return x.contiguous()
-    if 0 < margin and margin % 2 == 0 and side >= IMAGE_SIZE // 2:
+    if margin > 0 and margin % 2 == 0 and side >= IMAGE_SIZE // 2:
         p = margin // 2
         return F.pad(x, (p, p, p, p)).contiguous()
     x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
@@ -331,9 +333,7 @@ def split_digits(
     idx = np.arange(len(data))
     y = data.labels.numpy()
     try:
-        rest, test = train_test_split(
-            idx, test_size=test_fraction, random_state=seed, stratify=y
-        )
+        rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y)
         train, val = train_test_split(
             rest,
             test_size=val_fraction / (1.0 - test_fraction),
@@ -364,7 +364,9 @@ def few_shot(data: DigitData, *, labels_per_class: int, seed: int = 0) -> DigitD
 
     where = f"few_shot({data.name!r})"
     if not isinstance(labels_per_class, int) or labels_per_class < 1:
-        raise InputError(f"{where}: `labels_per_class` must be an int >= 1, got {labels_per_class!r}")
+        raise InputError(
+            f"{where}: `labels_per_class` must be an int >= 1, got {labels_per_class!r}"
+        )
     counts = data.class_counts()
     short = {c: n for c, n in enumerate(counts) if n < labels_per_class}
     if short:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from polyprompt.core.demo.data import DigitData, DigitSplits
     from polyprompt.core.demo.pretrain import PretrainConfig, PretrainedDigitViT
 
-__all__ = ["DemoConfig", "DemoResult", "METHODS", "MethodSpec", "main", "run_demo"]
+__all__ = ["METHODS", "DemoConfig", "DemoResult", "MethodSpec", "main", "run_demo"]
 
 DEFAULT_OUT = Path("out") / "demo"
 
@@ -199,7 +199,9 @@ def table_columns() -> list:
 
     return [
         Column("method", "title", align="left"),
-        Column("test accuracy (%)", "accuracy_mean", std_key="accuracy_std", scale=100, fmt="{:.1f}"),
+        Column(
+            "test accuracy (%)", "accuracy_mean", std_key="accuracy_std", scale=100, fmt="{:.1f}"
+        ),
         Column("trainable params", "trainable_params", fmt="{:,}"),
         Column("trainable % of backbone", "trainable_percent", fmt="{:.2f}"),
         Column("checkpoint", "checkpoint_bytes", fmt=format_bytes),
@@ -302,7 +304,7 @@ def run_demo(
     quick: bool = False,
     seeds: Sequence[int] | None = None,
     out_dir: str | Path | None = None,
-    labels_per_class: int | None | str = "default",
+    labels_per_class: int | str | None = "default",
     *,
     config: DemoConfig | None = None,
     target: DigitData | None = None,
@@ -335,6 +337,7 @@ def run_demo(
     from polyprompt.core.demo import report
     from polyprompt.core.demo.data import few_shot, load_optdigits, split_digits
     from polyprompt.core.demo.pretrain import pretrain_digit_vit
+    from polyprompt.core.errors import InputError
     from polyprompt.core.progress import progress_bar
 
     total_start = time.perf_counter()
@@ -359,14 +362,20 @@ def run_demo(
     splits = split_digits(
         data, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.split_seed
     )
-    trains = {
-        seed: (
-            few_shot(splits.train, labels_per_class=cfg.labels_per_class, seed=seed)
-            if cfg.labels_per_class is not None
-            else splits.train
-        )
-        for seed in cfg.seeds
-    }
+    try:
+        trains = {
+            seed: (
+                few_shot(splits.train, labels_per_class=cfg.labels_per_class, seed=seed)
+                if cfg.labels_per_class is not None
+                else splits.train
+            )
+            for seed in cfg.seeds
+        }
+    except InputError as exc:
+        raise InputError(
+            f"run_demo: {exc}; ask for fewer labels per class (--labels-per-class N, "
+            "0 = the whole train split)"
+        ) from None
     n_train = len(next(iter(trains.values())))
     say(
         f"target {data.name!r}: {data.num_classes} classes, train {n_train} "
@@ -383,9 +392,7 @@ def run_demo(
             for spec in specs:
                 bar.set_postfix(method=spec.name, seed=seed)
                 ckpt = (
-                    out / "checkpoints"
-                    if cfg.save_checkpoints and seed == cfg.seeds[0]
-                    else None
+                    out / "checkpoints" if cfg.save_checkpoints and seed == cfg.seeds[0] else None
                 )
                 res = _run_one(spec, seed, cfg, vit, trains[seed], splits, epoch_progress, ckpt)
                 runs[spec.name].append(res)
@@ -487,7 +494,7 @@ def _write_outputs(result: DemoResult, out: Path) -> dict[str, Path]:
             "",
             result.table("markdown"),
             "",
-            "Accuracy: optdigits test split, mean ± sample std over seeds "
+            f"Accuracy: {result.info['target']['name']} test split, mean ± sample std over seeds "
             f"{list(cfg.seeds)}; model selection on the val split only. "
             "Checkpoint: size of the prompt-only safetensors file (full fine-tuning: the whole "
             "model). Time: wall seconds per seed (training + evaluation).",
@@ -537,9 +544,7 @@ def build_parser(prog: str = "polyprompt run digits") -> argparse.ArgumentParser
         help="target training labels per class (default 20; quick: 10; 0 = all)",
     )
     p.add_argument("--epochs", type=int, metavar="E", help="epochs per run")
-    p.add_argument(
-        "--methods", nargs="+", choices=sorted(METHODS), metavar="M", help="rows to run"
-    )
+    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), metavar="M", help="rows to run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 

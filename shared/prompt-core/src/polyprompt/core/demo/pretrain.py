@@ -76,7 +76,11 @@ class DemoViTConfig(PromptConfig):
         super().__post_init__()
         r = self.require
         for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
-            r(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "must be an int >= 1")
+            r(
+                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                name,
+                "must be an int >= 1",
+            )
         r(self.img_size % self.patch_size == 0, "patch_size", "must divide img_size")
         r(self.embed_dim % self.num_heads == 0, "num_heads", "must divide embed_dim")
         r(
@@ -284,12 +288,6 @@ def pretrain_digit_vit(
     cfg = pretrain_config or (PretrainConfig.quick() if quick else PretrainConfig())
     start = time.perf_counter()
     mnist = load_mnist()
-    splits = split_digits(mnist, val_fraction=0.1, test_fraction=0.2, seed=0)
-    train = splits.train
-    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
-        train = few_shot(
-            train, labels_per_class=max(1, cfg.max_train_samples // train.num_classes), seed=cfg.seed
-        )
     key = cache_key(vit, cfg, mnist.fingerprint())
     path = cache_path(key) if cache else None
 
@@ -308,6 +306,14 @@ def pretrain_digit_vit(
                 )
             return PretrainedDigitViT(model, vit, cfg, acc, path, True, took, key)
 
+    splits = split_digits(mnist, val_fraction=0.1, test_fraction=0.2, seed=0)
+    train = splits.train
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
+        train = few_shot(
+            train,
+            labels_per_class=max(1, cfg.max_train_samples // train.num_classes),
+            seed=cfg.seed,
+        )
     if verbose:
         print(
             f"demo backbone: pre-training a timm ViT (patch {vit.patch_size}, dim "
@@ -349,7 +355,5 @@ def pretrain_digit_vit(
         _save(path, model, meta)
     if verbose:
         where = f", cached at {path}" if path is not None else ""
-        print(
-            f"demo backbone: MNIST test accuracy {acc:.2%} after {took:.0f} s{where}", flush=True
-        )
+        print(f"demo backbone: MNIST test accuracy {acc:.2%} after {took:.0f} s{where}", flush=True)
     return PretrainedDigitViT(model, vit, cfg, acc, path, False, took, key)

@@ -10,12 +10,13 @@ Example::
     >>> from polyprompt.core.demo.report import Column, format_table, summarize
     >>> mean, std = summarize([0.90, 0.92, 0.94])
     >>> rows = [{"method": "vpt", "acc_mean": mean, "acc_std": std, "seconds": 12.3}]
-    >>> cols = [Column("method", "method"), Column("accuracy (%)", "acc_mean", std_key="acc_std",
-    ...         scale=100, fmt="{:.1f}"), Column("time (s)", "seconds", fmt="{:.0f}")]
+    >>> cols = [Column("method", "method", align="left"),
+    ...         Column("accuracy (%)", "acc_mean", std_key="acc_std", scale=100, fmt="{:.1f}"),
+    ...         Column("time (s)", "seconds", fmt="{:.0f}")]
     >>> print(format_table(rows, cols, style="markdown"))
     | method | accuracy (%) | time (s) |
     |:-------|-------------:|---------:|
-    |    vpt |   92.0 ± 2.0 |       12 |
+    | vpt    |   92.0 ± 2.0 |       12 |
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def _columns_for(rows: Sequence[Mapping[str, Any]]) -> list[Column]:
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row if k not in keys)
-    return [Column(k, k, fmt=lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)) for k in keys]
+    return [
+        Column(k, k, fmt=lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)) for k in keys
+    ]
 
 
 def format_table(
@@ -234,7 +237,9 @@ def bar_plot(
         if reference_label:
             ax.legend(loc="lower right", fontsize=8)
     ax.set_xticks(xs)
-    ax.set_xticklabels(labels, rotation=15 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
+    ax.set_xticklabels(
+        labels, rotation=15 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center"
+    )
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
