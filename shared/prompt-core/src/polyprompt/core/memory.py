@@ -404,6 +404,22 @@ def _mid(mlp: nn.Module, h: torch.Tensor) -> torch.Tensor:
     return mlp.norm(mlp.drop1(mlp.act(h)))
 
 
+def _mid_backward(mlp: nn.Module, h: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:
+    """Gradient of :func:`_mid` w.r.t. ``h``: GELU's own backward kernel for timm's default
+    layout (GELU, inactive dropout, no norm), autograd on the row block otherwise."""
+    act = mlp.act
+    if (
+        type(act) is nn.GELU
+        and isinstance(mlp.norm, nn.Identity)
+        and isinstance(mlp.drop1, (nn.Identity, nn.modules.dropout._DropoutNd))
+    ):
+        return torch.ops.aten.gelu_backward(grad_a, h, approximate=act.approximate)
+    with torch.enable_grad():
+        h = h.detach().requires_grad_(True)
+        a = _mid(mlp, h)
+    return torch.autograd.grad(a, h, grad_a)[0]
+
+
 def _mm_into(out: torch.Tensor, a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None):
     """``out[:] = a @ w (+ bias)`` without a temporary (``out`` a contiguous row block)."""
     if bias is None:
@@ -442,10 +458,7 @@ class _FrozenMlp(torch.autograd.Function):
         for s in range(0, rows, chunk_rows):
             e = min(s + chunk_rows, rows)
             h = F.linear(saved[s:e], w1, b1) if ctx.recompute else saved[s:e]
-            with torch.enable_grad():
-                h = h.detach().requires_grad_(True)
-                a = _mid(mlp, h)
-            (grad_h,) = torch.autograd.grad(a, h, g2[s:e].mm(w2))
+            grad_h = _mid_backward(mlp, h, g2[s:e].mm(w2))
             torch.mm(grad_h, w1, out=grad_x[s:e])
         return grad_x.view(ctx.in_shape), None, None, None
 

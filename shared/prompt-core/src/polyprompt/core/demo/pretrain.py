@@ -231,7 +231,10 @@ def _load_cached(path: Path, vit: DemoViTConfig, key: str) -> tuple[VisionTransf
             f"{meta.get('format')!r}, key {meta.get('key')!r}, expected {key!r})"
         )
     model = vit.build(num_classes=0)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch
+        raise CheckpointError(f"demo backbone cache {path} does not fit the model: {exc}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"demo backbone cache {path}: missing keys {list(missing)[:5]}, "
