@@ -100,6 +100,8 @@ def remove_prompt_positions(
         raise ShapeError(
             f"{where}: `values` must be (B={b}, T+n={t + n}, ...), got shape {tuple(values.shape)}"
         )
+    if bool(attention_mask[:, 0].all()):  # no left padding: the prompt is a prefix
+        return values[:, n:]
     first = _first_token_index(attention_mask).unsqueeze(1)
     j = torch.arange(t, device=values.device).expand(b, -1)
     index = j + n * (j >= first.to(values.device))
@@ -301,10 +303,21 @@ class HFTextAdapter(nn.Module):
         n = prompt.shape[1]
         self._check_length(t + n, n, t, where)
         embeds = self.embeddings(input_ids)
-        index = _source_index(mask, n)  # (B, T + n)
-        source = torch.cat([embeds, prompt.to(device=embeds.device, dtype=embeds.dtype)], dim=1)
-        inputs_embeds = source.gather(1, index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
-        new_mask = torch.cat([mask, mask.new_ones(b, n)], dim=1).gather(1, index)
+        prompt = prompt.to(device=embeds.device, dtype=embeds.dtype)
+        plain_prefix = bool(mask[:, 0].all())
+        if plain_prefix:
+            # No row starts with padding: the prompt is a plain prefix (the layout the
+            # gather below builds too), so concatenate without an index.
+            index = torch.cat(
+                [torch.arange(t, t + n, device=mask.device), torch.arange(t, device=mask.device)]
+            ).expand(b, -1)
+            inputs_embeds = torch.cat([prompt.expand(b, -1, -1), embeds], dim=1)
+            new_mask = torch.cat([mask.new_ones(b, n), mask], dim=1)
+        else:
+            index = _source_index(mask, n)  # (B, T + n)
+            source = torch.cat([embeds, prompt.expand(b, -1, -1)], dim=1)
+            inputs_embeds = source.gather(1, index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
+            new_mask = torch.cat([mask, mask.new_ones(b, n)], dim=1).gather(1, index)
         position_ids = (new_mask.long().cumsum(-1) - 1).masked_fill(new_mask == 0, 0)
         out: dict[str, torch.Tensor | None] = {
             "inputs_embeds": inputs_embeds,
@@ -316,7 +329,10 @@ class HFTextAdapter(nn.Module):
             check_tensor(labels, "labels", where=where)
             if labels.shape == input_ids.shape:
                 fill = labels.new_full((b, n), IGNORE_INDEX)
-                new_labels = torch.cat([labels, fill], dim=1).gather(1, index.to(labels.device))
+                if plain_prefix:
+                    new_labels = torch.cat([fill, labels], dim=1)
+                else:
+                    new_labels = torch.cat([labels, fill], dim=1).gather(1, index.to(labels.device))
                 out["labels"] = new_labels.masked_fill(
                     new_mask.to(labels.device) == 0, IGNORE_INDEX
                 )
