@@ -28,7 +28,9 @@ def render(name: str) -> str:
         return f"_not run yet: `{name}` has no results in benchmarks/results/_\n"
     lines = path.read_text().splitlines()
     body = [ln for ln in lines if not ln.startswith("# ")]  # drop the file's own title
-    return "\n".join(body).strip() + "\n"
+    text = "\n".join(body).strip() + "\n"
+    # images sit beside the results file: make their links relative to the README
+    return re.sub(r"\]\((?!https?:|/)([^)]+\.png)\)", r"](benchmarks/results/\1)", text)
 
 
 def update(text: str) -> str:
