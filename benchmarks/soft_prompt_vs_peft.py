@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(THREADS)
-    steps, warmup = (12, 2) if args.quick else (60, 5)
+    steps, warmup = (12, 2) if args.quick else (100, 5)
     batch, length = 8, 64
     ours, theirs, peft_prompt = build()
     ours_params, peft_params = trainable(ours), trainable(theirs)

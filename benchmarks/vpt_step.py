@@ -17,9 +17,13 @@ AdamW for every method)::
     full_ft        every weight trains
     linear_probe   frozen backbone, head only
     vpt10 / vpt50  VPT-shallow, 10 / 50 prompt tokens (frozen backbone, prompts + head)
-    +lean          polyprompt.core.memory.lean_frozen_mlps (recompute fc1->GELU in backward)
-    +ckpt          polyprompt.core.memory.checkpoint_blocks (recompute each block in backward)
-    @mmap          polyprompt.core.memory.limit_heap_fragmentation() (fixed glibc mmap threshold)
+    +lean          polyprompt.core.memory.lean_frozen_mlps: frozen MLPs run chunked, no (B, L, 4D)
+                   temporaries (same saved tensors, no recompute)
+    +leanrc        lean_frozen_mlps(recompute=True): also keeps the fc1 input instead of the GELU
+                   input and recomputes fc1 in backward
+    +ckpt          polyprompt.core.memory.checkpoint_blocks: every block rerun in backward
+    @mmap          polyprompt.core.memory.limit_heap_fragmentation() (fixed glibc mmap threshold);
+                   rows without it use glibc's default allocator
 
 Run ``python benchmarks/vpt_step.py [--quick] [--out DIR]``.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -52,20 +57,18 @@ FULL_CONFIGS = [
     ("linear_probe", "linear probe"),
     ("vpt10", "VPT-shallow 10 tokens, naive"),
     ("vpt10+lean", "VPT-10 + lean_frozen_mlps"),
+    ("vpt10+leanrc", "VPT-10 + lean_frozen_mlps(recompute=True)"),
     ("vpt10+ckpt", "VPT-10 + checkpoint_blocks"),
+    ("vpt50", "VPT-shallow 50 tokens, naive"),
     ("full_ft@mmap", "full fine-tuning"),
-    ("linear_probe@mmap", "linear probe"),
-    ("vpt10@mmap", "VPT-shallow 10 tokens"),
-    ("vpt10+lean@mmap", "VPT-10 + lean_frozen_mlps"),
-    ("vpt10+ckpt@mmap", "VPT-10 + checkpoint_blocks"),
-    ("vpt50@mmap", "VPT-shallow 50 tokens"),
+    ("vpt10@mmap", "VPT-10, naive"),
 ]
 QUICK_CONFIGS = [
-    ("full_ft@mmap", "full fine-tuning"),
-    ("linear_probe@mmap", "linear probe"),
-    ("vpt10@mmap", "VPT-shallow 10 tokens"),
-    ("vpt10+lean@mmap", "VPT-10 + lean_frozen_mlps"),
-    ("vpt10+ckpt@mmap", "VPT-10 + checkpoint_blocks"),
+    ("full_ft", "full fine-tuning"),
+    ("linear_probe", "linear probe"),
+    ("vpt10", "VPT-shallow 10 tokens, naive"),
+    ("vpt10+lean", "VPT-10 + lean_frozen_mlps"),
+    ("vpt10+ckpt", "VPT-10 + checkpoint_blocks"),
 ]
 TARGET_TIME = 0.70
 TARGET_MEM = 0.60
@@ -146,6 +149,7 @@ def run_child(config: str, batch: int, warmup: int, steps: int) -> dict[str, Any
         loss_fn()
     baseline = current_rss_bytes()
     reset = _reset_peak()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     times, losses = [], []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -153,6 +157,8 @@ def run_child(config: str, batch: int, warmup: int, steps: int) -> dict[str, Any
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     peak = peak_rss_bytes()
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    n = warmup + steps
     # deterministic accounting, after the measured steps (so it does not warm the heap before them)
     saved = saved_tensor_bytes(loss_fn, exclude=model)
     trainable = sum(p.numel() for p in params)
@@ -170,6 +176,9 @@ def run_child(config: str, batch: int, warmup: int, steps: int) -> dict[str, Any
         "saved_activation_bytes": saved,
         "trainable_params": trainable,
         "grad_and_optimizer_bytes": trainable * 4 * 3,
+        "sys_s_per_step": (ru1.ru_stime - ru0.ru_stime) / n,
+        "user_s_per_step": (ru1.ru_utime - ru0.ru_utime) / n,
+        "minor_faults_per_step": (ru1.ru_minflt - ru0.ru_minflt) / n,
         "losses": losses,
     }
 
@@ -220,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     args = parse_args(__doc__.splitlines()[0], rest)
     if args.quick:
-        configs, batch, warmup, steps = QUICK_CONFIGS, 4, 1, 2
+        configs, batch, warmup, steps = QUICK_CONFIGS, 2, 1, 2
     else:
         configs, batch, warmup, steps = FULL_CONFIGS, 16, 1, 3
     results = {}
@@ -245,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
                 "allocator": alloc,
                 "step_s": r["step_s"],
                 "time_vs_full": r["step_s"] / ref["step_s"],
+                "min_time_vs_full": min(r["step_times_s"]) / min(ref["step_times_s"]),
+                "sys_s": r["sys_s_per_step"],
                 "net_peak_MiB": r["net_peak_bytes"] / MiB,
                 "mem_vs_full": r["net_peak_bytes"] / ref["net_peak_bytes"],
                 "saved_act_MiB": r["saved_activation_bytes"] / MiB,
@@ -283,10 +294,22 @@ def main(argv: list[str] | None = None) -> None:
         "children": results,
         "total_wall_s": time.perf_counter() - t_start,
     }
+    verdict_lines = [
+        f"- `{c}`: time {v['time_vs_full']:.2f}x ({'met' if v['time_ok'] else 'missed'}), "
+        f"memory {v['mem_vs_full']:.2f}x ({'met' if v['mem_ok'] else 'missed'})"
+        for c, v in summary.items()
+        if v is not None
+    ]
+    verdicts = "\n".join(verdict_lines)
     notes = f"""
+Targets for VPT vs full fine-tuning (same allocator): step time <= {TARGET_TIME}x, net peak
+memory <= {TARGET_MEM}x.
+
+{verdicts}
+
 ViT-S/16 (`{MODEL}`, random init), batch {batch}, 224x224, CPU, {THREADS} threads, AdamW for
 every method; one fresh process per row. `step_s`: median of {steps} steps (forward + backward +
-optimizer step) after {warmup} warm-up. `net_peak_MiB`: high-water resident memory over the
+optimizer step) after {warmup} warm-up (`min_time_vs_full`: the same ratio from the fastest step of each row, less sensitive to other load); `sys_s`: kernel CPU time per step (page faults). `net_peak_MiB`: high-water resident memory over the
 steps minus the resident memory after building model, optimizer, batch and one no-grad
 forward. `*_vs_full`: ratio to the full fine-tuning row with the same allocator setting
 (targets for VPT: time <= {TARGET_TIME}, memory <= {TARGET_MEM}). `saved_act_MiB`: bytes autograd
@@ -295,11 +318,23 @@ of the trainable parameters; `state_vs_full`: their sum relative to full fine-tu
 
 Frozen linears: autograd already keeps only the weight, not the input
 (`frozen_linear_saves_input() = {payload["autograd_probe"]["frozen_linear_saves_input"]}`), so
-VPT keeps only what the input gradient needs (LayerNorm inputs, the qkv output and output of
-attention, the GELU input: about 10 (B, L, D) tensors per block, against about 17 for full
-fine-tuning). `@mmap` rows call `limit_heap_fragmentation()` (fixed glibc mmap threshold,
-1 MiB): without it glibc's dynamic threshold puts activation-sized tensors on the heap, which
-fragments during backward and inflates resident memory, more so for VPT.
+plain VPT already keeps only what the input gradient needs (LayerNorm inputs, the qkv output
+and output of attention, the GELU input: about 10 (B, L, D) tensors per block, against about
+17 for full fine-tuning) -- compare `saved_act_MiB`. What the levers change:
+`+lean` keeps the same tensors but never allocates the three short-lived (B, L, 4D) MLP
+temporaries per block (GELU output, two gradients), which lowers the transient peak and the
+heap fragmentation they cause; `+leanrc` also keeps 3 (B, L, D) less per block and pays one
+extra fc1 per block; `+ckpt` keeps block inputs only and reruns every block (about one extra
+forward). `@mmap` rows call `limit_heap_fragmentation()` (fixed 1 MiB glibc mmap threshold):
+glibc's default dynamic threshold serves activation-sized tensors from the heap, which
+fragments (large saved tensors interleaved with freed temporaries and small allocations), so
+resident memory exceeds the live tensors; with the fixed threshold every large tensor is
+unmapped when freed -- resident memory then follows the live tensors, at the cost of page
+faults on every fresh allocation (visible as system time in the step).
+
+Step time: VPT still runs the forward and the input-gradient half of the backward through
+all 12 blocks; attention's backward (about 2.5x its forward) and the element-wise ops are
+paid in full by both methods, so from FLOPs alone VPT's step is about 0.70x full fine-tuning's.
 """
     write_results(
         NAME,

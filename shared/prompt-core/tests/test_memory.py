@@ -180,3 +180,29 @@ def test_counter_counts_shared_storage_once():
 
 def test_limit_heap_fragmentation_returns_bool():
     assert limit_heap_fragmentation(1 << 20) in (True, False)
+
+
+@pytest.mark.parametrize("layout", ["silu", "gelu_tanh_norm"])
+def test_lean_generic_mlp_layouts_match_plain(layout):
+    from timm.layers import Mlp
+
+    torch.manual_seed(3)
+    if layout == "silu":
+        mlp = Mlp(16, 40, act_layer=torch.nn.SiLU)
+    else:
+        mlp = Mlp(
+            16,
+            40,
+            act_layer=lambda: torch.nn.GELU(approximate="tanh"),
+            norm_layer=torch.nn.LayerNorm,
+        )
+    mlp.requires_grad_(False).eval()
+    x = torch.randn(2, 9, 16, requires_grad=True)
+    ref = mlp(x)
+    (ref_grad,) = torch.autograd.grad(ref.square().sum(), x)
+    for recompute in (False, True):
+        with lean_frozen_mlps(mlp, chunk_rows=4, recompute=recompute):
+            out = mlp(x)
+            (grad,) = torch.autograd.grad(out.square().sum(), x)
+        torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=1e-6)

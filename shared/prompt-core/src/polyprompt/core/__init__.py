@@ -99,6 +99,10 @@ _EXPORTS: dict[str, str] = {
     "VPTInit": "methods.classify",
     "ClassifierConfig": "methods.classify",
     "check_tensor": "validation",
+    "checkpoint_blocks": "memory",
+    "lean_frozen_mlps": "memory",
+    "limit_heap_fragmentation": "memory",
+    "saved_tensor_bytes": "memory",
     "polyprompt_home": "io",
 }
 

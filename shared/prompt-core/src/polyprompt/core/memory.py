@@ -25,7 +25,15 @@ frozen block, so the activations the *input* gradient needs are kept, while thos
 * :func:`limit_heap_fragmentation` -- process-wide glibc setting: tensors above a fixed size
   are ``mmap``-ed and returned to the OS when freed, instead of fragmenting the heap (glibc
   raises its mmap threshold dynamically up to 32 MiB, so activation-sized blocks otherwise
-  land on the heap, and the resident set stays far above the live tensors).
+  land on the heap, and the resident set stays well above the live tensors).  Costs page
+  faults on every fresh allocation (kernel time in every step).
+
+Measured on ViT-S/16, batch 16, CPU, 2 threads (``benchmarks/vpt_step.py``; resident memory
+over the steps, net of the built model, relative to full fine-tuning; busy machine): plain
+VPT-10 0.74x with glibc's default allocator, 0.58x with :func:`limit_heap_fragmentation`;
+:func:`lean_frozen_mlps` 0.65-0.70x (default allocator, varies with heap layout) for about
++3 % CPU time; ``recompute=True`` 0.46x for about +15-20 %; :func:`checkpoint_blocks` 0.22x for
+about +35 %.
 
 All levers leave parameters, state-dict keys and results unchanged: losses and gradients equal
 the plain path's.  Every patch returns a :class:`MemoryPatch` whose ``remove()`` restores the
@@ -476,6 +484,11 @@ def limit_heap_fragmentation(threshold_bytes: int = 1 << 20) -> bool:
     well above the live tensors.  A fixed threshold turns that off: every tensor above it is
     unmapped the moment it is freed.  Same effect as the environment variable
     ``MALLOC_MMAP_THRESHOLD_=<bytes>``.  Process-wide; call it once, early.
+
+    The price: every large allocation is a fresh mapping, so each training step page-faults
+    all its activations and temporaries in again (about 1.4 s more kernel CPU time per
+    ViT-S/16 batch-16 step, see ``benchmarks/vpt_step.py``).  Thresholds above the activation
+    size (about 5 MiB there) leave the fragmentation in place.
 
     Returns:
         ``True`` if applied, ``False`` where glibc's ``mallopt`` is unavailable (macOS,
