@@ -18,14 +18,6 @@ from polyprompt.core.methods.base import PromptMethod
 from polyprompt.core.registry import create
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def vit(seed: int = 0, **kw) -> TimmViTAdapter:
     torch.manual_seed(seed)
     cfg = dict(

@@ -27,15 +27,6 @@ from polyprompt.core.registry import create
 D, N_PATCH = 64, 16  # img 32, patch 8 -> 4 x 4 patches
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls gain nothing from several threads; one thread avoids oversubscription."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def vit(seed: int = 0, **kw) -> TimmViTAdapter:
     torch.manual_seed(seed)
     cfg = dict(
