@@ -18,8 +18,9 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from polyprompt.core._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -109,17 +110,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'polyprompt.core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"polyprompt.core.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), ("__version__",))
 
 
 if TYPE_CHECKING:  # pragma: no cover - static type checkers see the real names

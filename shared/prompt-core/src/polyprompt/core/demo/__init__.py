@@ -24,8 +24,7 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from polyprompt.core._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "run_demo": "digits",
@@ -53,14 +52,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'polyprompt.core.demo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"polyprompt.core.demo.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -29,9 +29,9 @@ Example::
 from __future__ import annotations
 
 import enum
-import importlib
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from polyprompt.core._lazy import lazy_exports
 from polyprompt.core.errors import ConfigError, PolypromptError
 
 _EXPORTS: dict[str, str] = {
@@ -56,17 +56,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'polyprompt.core.prompts' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"polyprompt.core.prompts.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 # -- shared argument checks (private; used by the block modules) -------------------------
