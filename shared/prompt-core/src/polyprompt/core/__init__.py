@@ -26,6 +26,11 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (relative to polyprompt.core)
 _EXPORTS: dict[str, str] = {
+    # packaging checks (PACKAGE.md point 1)
+    "FIELD_LIBRARIES": "packaging",
+    "assert_isolated": "packaging",
+    "dependency_closure": "packaging",
+    "modules_imported_by": "packaging",
     # errors
     "PolypromptError": "errors",
     "ConfigError": "errors",
