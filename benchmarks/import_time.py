@@ -27,18 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import parse_args, write_results
 
+from polyprompt.core.packaging import HEAVY_MODULES
+
 NAME = "import_time"
 TARGET_S = 1.5
 # top-level module names that `import polyprompt.core` must not load
-FORBIDDEN = (
-    "monai",
-    "torch_geometric",
-    "tsai",
-    "transformers",
-    "timm",
-    "tree_sitter",
-    "torchaudio",
-)
+FORBIDDEN = tuple(m for m in HEAVY_MODULES if m != "torch")
 WATCH = (*FORBIDDEN, "torch", "numpy", "peft", "safetensors", "torchmetrics", "sklearn")
 STATEMENTS = {
     "import polyprompt.core": "import polyprompt.core",

@@ -27,6 +27,7 @@ from polyprompt.core.errors import InputError
 
 __all__ = [
     "FIELD_LIBRARIES",
+    "HEAVY_MODULES",
     "assert_isolated",
     "canonical_name",
     "dependency_closure",
@@ -51,6 +52,20 @@ FIELD_LIBRARIES: dict[str, frozenset[str]] = {
         }
     ),
 }
+
+# Import names `import polyprompt.core` must never load (the README's "import stays fast" promise);
+# benchmarks/import_time.py and the core's import test both read this list.
+HEAVY_MODULES: tuple[str, ...] = (
+    "monai",
+    "torch_geometric",
+    "stable_baselines3",
+    "tsai",
+    "transformers",
+    "timm",
+    "tree_sitter",
+    "torchaudio",
+    "torch",
+)
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _EXTRAS = re.compile(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*\[([^\]]*)\]")
