@@ -1,0 +1,119 @@
+"""Backbones: the official ViT-B/16 checkpoint loader and the in-situ pre-trained digit ViT.
+
+* **Paper backbone**: a frozen timm ViT-B/16 pre-trained on ImageNet
+  (``models/mvp.py``: ``vit_base_patch16_224_l2p``, i.e. timm's ``vit_base_patch16_224``
+  architecture). :func:`load_vit_checkpoint` builds that timm model (no download) and loads a
+  checkpoint in timm's key layout (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``,
+  ``blocks.<i>.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``, ``norm.*``; the
+  classifier ``head.*`` is dropped) from ``.safetensors`` or a ``weights_only`` torch file
+  (``model.safetensors`` / ``pytorch_model.bin`` of the timm hub releases), unwrapping
+  ``{"model": ...}`` / ``{"state_dict": ...}`` and ``module.`` prefixes.
+* **Examples / tests**: no ViT weights ship in any wheel, so the examples use the core's
+  in-situ pre-trained digit ViT (:func:`polyprompt.core.demo.pretrain.pretrain_digit_vit`,
+  a real timm ``VisionTransformer``, cached under ``$POLYPROMPT_HOME/demo``), **pre-trained
+  supervised on MNIST digits 0-9**. The stream is optdigits: the *same ten classes* from other
+  writers and another scanner. As in the paper (ImageNet-pre-trained ViT, CIFAR-100 / Tiny-
+  ImageNet / ImageNet-R streams whose classes overlap ImageNet's), the backbone already knows
+  the concepts; the continual learner must still build its head and prompts for the new domain
+  from a one-pass stream without forgetting.
+
+Example::
+
+    >>> adapter = load_vit_checkpoint("vit_b16.safetensors")     # doctest: +SKIP
+    >>> adapter.embed_dim, adapter.num_blocks                     # doctest: +SKIP
+    (768, 12)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from polyprompt.core.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+
+    from polyprompt.core.backbones.timm_vit import TimmViTAdapter
+    from polyprompt.core.demo.pretrain import PretrainedDigitViT
+
+__all__ = ["digit_backbone", "load_vit_checkpoint", "read_state_dict"]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (safetensors, or a torch file read with ``weights_only``)."""
+    path = Path(path)
+    where = f"load_vit_checkpoint({str(path)!r})"
+    if not path.is_file():
+        raise CheckpointError(f"{where}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state: Any = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{where}: unreadable safetensors file: {exc}") from None
+    else:
+        from polyprompt.core.checkpoint import load_torch_state
+
+        state = load_torch_state(path)
+    for key in ("model", "state_dict", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{where}: no state dict in the file")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def load_vit_checkpoint(
+    path: str | Path, arch: str = "vit_base_patch16_224", **timm_kwargs: Any
+) -> TimmViTAdapter:
+    """A frozen-ready :class:`TimmViTAdapter` over ``timm.create_model(arch)`` with ``path``'s weights.
+
+    Args:
+        path: checkpoint in timm key layout (see the module docstring).
+        arch: timm architecture name (default: the paper's ViT-B/16).
+        timm_kwargs: extra ``timm.create_model`` arguments (``img_size``, ``in_chans`` ...).
+
+    Raises:
+        CheckpointError: unreadable file, missing / unexpected keys or wrong shapes (named).
+    """
+    import timm
+
+    from polyprompt.core.backbones.timm_vit import TimmViTAdapter
+
+    state = read_state_dict(path)
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    timm_kwargs.setdefault("num_classes", 0)
+    model = timm.create_model(arch, pretrained=False, **timm_kwargs)
+    own = model.state_dict()
+    wrong = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if wrong or missing or unexpected:
+        raise CheckpointError(
+            f"load_vit_checkpoint({str(path)!r}) into {arch}: "
+            + "; ".join(
+                s
+                for s in (
+                    f"wrong shapes {wrong[:4]}" if wrong else "",
+                    f"missing keys {missing[:6]}" if missing else "",
+                    f"unexpected keys {unexpected[:6]}" if unexpected else "",
+                )
+                if s
+            )
+        )
+    model.load_state_dict(state, strict=True)
+    return TimmViTAdapter(model.eval())
+
+
+def digit_backbone(*, quick: bool = False, progress: bool = True, verbose: bool = True) -> PretrainedDigitViT:
+    """The core's MNIST-pre-trained digit ViT (trained once, then loaded from the cache)."""
+    from polyprompt.core.demo.pretrain import pretrain_digit_vit
+
+    return pretrain_digit_vit(quick=quick, progress=progress, verbose=verbose)

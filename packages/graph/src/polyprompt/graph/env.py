@@ -1,0 +1,159 @@
+"""``GraphPromptEnv``: RELIEF's prompting MDP as a Gymnasium environment (one graph per episode).
+
+* **State**: node embeddings of the currently prompted graph (frozen GIN output).
+* **Action**: ``{"node": Discrete(max_nodes), "prompt": Box(-1, 1, (D,))}``; the prompt
+  vector is scaled by ``max_z`` and *added* to the chosen node's prompt row.
+* **Reward**: decrease of the graph's downstream loss (cross-entropy of the projection head
+  on the frozen GIN's pooled output) caused by the step. The agent normalises rewards with
+  running statistics (RELIEF ``Normalization``), as :class:`~polyprompt.graph.relief.RELIEF`.
+* **Episode length**: the graph's node count (``terminated`` after ``n`` steps).
+
+Variable graph sizes, fixed-size view: Gymnasium spaces have fixed shapes, so the observation
+is padded to ``max_nodes`` rows: ``{"nodes": (max_nodes, D) float32 (zeros beyond n),
+"mask": MultiBinary(max_nodes) (1 for real nodes)}``. A ``node`` action on a padding row
+(``>= n``; a masked softmax never picks one, random actions may) changes nothing, gives
+reward 0 and sets ``info["invalid_node"]``. Graphs above ``max_nodes`` are rejected when the
+environment is built. The batched trainer (``RELIEF.run_episodes``) runs the same MDP on a
+PyG batch of graphs at once, padding only to the batch's largest graph.
+
+It passes ``stable_baselines3.common.env_checker.check_env`` (SB3's own algorithms do not
+support Dict action spaces, which the checker reports as a warning: the hybrid action is
+what :class:`~polyprompt.graph.agent.HPPOAgent` exists for).
+
+Example::
+
+    >>> from torch_geometric.utils import from_smiles
+    >>> import torch
+    >>> from polyprompt.graph.backbone import GINBackbone
+    >>> from polyprompt.graph.config import GINConfig
+    >>> from polyprompt.graph.methods import ProjectionHead
+    >>> from polyprompt.graph.env import GraphPromptEnv
+    >>> g = from_smiles("CCO"); g.y = torch.tensor([1])
+    >>> env = GraphPromptEnv([g], GINBackbone(GINConfig(num_layers=2, emb_dim=8)),
+    ...                      ProjectionHead(8, 2), max_nodes=4)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs["nodes"].shape, obs["mask"].tolist()
+    ((4, 8), [1, 1, 1, 0])
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import nn
+
+from polyprompt.core.errors import InputError
+from polyprompt.graph.data import check_graph
+
+__all__ = ["GraphPromptEnv"]
+
+
+class GraphPromptEnv(gym.Env):
+    """One labelled molecular graph per episode; see the module docstring."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        graphs: Sequence[Any],
+        backbone: nn.Module,
+        head: nn.Module,
+        *,
+        max_nodes: int | None = None,
+        max_z: float = 0.5,
+    ) -> None:
+        super().__init__()
+        graphs = list(graphs)
+        if not graphs:
+            raise InputError("GraphPromptEnv: no graphs")
+        self.max_nodes = int(max_nodes or max(g.num_nodes for g in graphs))
+        for i, g in enumerate(graphs):
+            check_graph(g, max_nodes=self.max_nodes, where=f"GraphPromptEnv graph {i}")
+            if getattr(g, "y", None) is None:
+                raise InputError(f"GraphPromptEnv graph {i}: needs a label `y` for the reward")
+        self.graphs = graphs
+        self.backbone = backbone.eval()
+        self.head = head.eval()
+        self.max_z = float(max_z)
+        d = int(backbone.embed_dim)
+        self.observation_space = spaces.Dict(
+            {
+                "nodes": spaces.Box(-np.inf, np.inf, (self.max_nodes, d), np.float32),
+                "mask": spaces.MultiBinary(self.max_nodes),
+            }
+        )
+        self.action_space = spaces.Dict(
+            {
+                "node": spaces.Discrete(self.max_nodes),
+                "prompt": spaces.Box(-1.0, 1.0, (d,), np.float32),
+            }
+        )
+        self._graph: Any = None
+        self._prompt: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def _forward(self) -> tuple[torch.Tensor, float]:
+        g = self._graph
+        h = self.backbone(g, self._prompt, check=False)
+        logits = self.head(self.backbone.pool(h, None))
+        return h, float(F.cross_entropy(logits, g.y.view(-1)))
+
+    def _obs(self, h: torch.Tensor) -> dict[str, np.ndarray]:
+        nodes = np.zeros(self.observation_space["nodes"].shape, np.float32)
+        n = h.shape[0]
+        nodes[:n] = h.cpu().numpy()
+        mask = np.zeros(self.max_nodes, np.int8)
+        mask[:n] = 1
+        return {"nodes": nodes, "mask": mask}
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        index = (options or {}).get("index")
+        if index is None:
+            index = int(self.np_random.integers(len(self.graphs)))
+        if not 0 <= int(index) < len(self.graphs):
+            raise InputError(f"GraphPromptEnv.reset: index {index} not in [0, {len(self.graphs)})")
+        self._graph = self.graphs[int(index)]
+        self._n = int(self._graph.num_nodes)
+        self._t = 0
+        self._prompt = torch.zeros(self._n, int(self.backbone.embed_dim))
+        h, self._loss = self._forward()
+        return self._obs(h), {"index": int(index), "num_nodes": self._n, "loss": self._loss}
+
+    def step(
+        self, action: dict[str, Any]
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self._prompt is None:
+            raise InputError("GraphPromptEnv.step: call reset() first")
+        node = int(action["node"])
+        vec = np.asarray(action["prompt"], dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self._prompt.shape[1]:
+            raise InputError(
+                f"GraphPromptEnv.step: prompt has {vec.shape[0]} values, expected "
+                f"{self._prompt.shape[1]}"
+            )
+        if not np.isfinite(vec).all():
+            raise InputError("GraphPromptEnv.step: prompt contains NaN/inf")
+        invalid = not 0 <= node < self._n
+        if not invalid:
+            self._prompt[node] += torch.from_numpy(np.clip(vec, -1.0, 1.0) * self.max_z)
+        h, loss = self._forward()
+        reward = 0.0 if invalid else self._loss - loss
+        self._loss = loss
+        self._t += 1
+        terminated = self._t >= self._n
+        info = {
+            "loss": loss,
+            "invalid_node": invalid,
+            "prompt_ratio": float((self._prompt != 0).any(-1).float().mean()),
+        }
+        return self._obs(h), float(reward), terminated, False, info

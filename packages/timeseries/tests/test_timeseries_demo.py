@@ -1,0 +1,42 @@
+"""The example's code path (tiny config) and, marked slow, the real --quick run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from polyprompt.timeseries.demo import main, run_demo
+from polyprompt.timeseries.pipeline import PipelineConfig
+
+
+def test_run_demo_writes_table_and_plots(tmp_path):
+    cfg = PipelineConfig(
+        d_model=16, n_heads=2, d_ff=32, pretrain_epochs=1, prompt_epochs=1, target_epochs=2,
+        adapt_epochs=2, target_only_epochs=2, dann_epochs=1, batch_size=128,
+    )  # fmt: skip
+    res = run_demo(quick=True, out_dir=tmp_path, config=cfg, progress=False, verbose=False)
+    assert {r["method"] for r in res["rows"]} == set(cfg.methods)
+    for name in (
+        "results.json",
+        "results.md",
+        "f1_by_subject.png",
+        "criteria_vs_f1.png",
+        "f1_mean.png",
+    ):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "checkpoints" / "pond" / "prompt_config.json").is_file()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["selection"]["scenarios"] == 1
+    assert "POND" in (tmp_path / "results.md").read_text()
+
+
+def test_main_reports_bad_target(tmp_path, capsys):
+    assert main(["--quick", "--targets", "99", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "unknown target" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_quick_example(tmp_path):
+    assert main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert (tmp_path / "results.md").is_file()
