@@ -32,8 +32,8 @@ COST_METHODS = ("zecoler", "zecoler_mlp", "soft_prompt", "manual", "linear_probe
 def _step_cost(backbone: Any, method: str, pairs: list, quick: bool) -> dict[str, Any]:
     import torch
 
-    from polyprompt.core.freezing import trainable_report
     from polyprompt.code.train import METHODS, build_method, step, trim
+    from polyprompt.core.freezing import trainable_report
 
     model = build_method(method, backbone, "clone").train()
     batch = trim(model.encode(pairs))
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     start = time.perf_counter()
     backbone = pretrain_code_mlm(quick=args.quick)
-    config = ExperimentConfig.quick() if args.quick else ExperimentConfig(few_shot=(32, 100))
-    config = config.replace(methods=("zecoler", "zecoler_mlp", "soft_prompt", "manual", "finetune", "linear_probe"))
+    # the example's configuration (quick: one seed, one target, small splits)
+    config = ExperimentConfig.quick() if args.quick else ExperimentConfig()
     if args.quick:
         config = config.replace(methods=("zecoler", "soft_prompt", "manual", "finetune"))
     result = run_experiment(backbone, config)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         "## Accuracy (%) per task x language (mean ± std over seeds)\n\n"
         f"{quality}\n"
         "## Cost per method (clone pairs, batch 16, CPU)\n\n"
-        + "| method | trainable params | trainable % | checkpoint bytes | step (ms) | saved activations (MiB) | grad + AdamW (MiB) | train memory (MiB) |\n"  # noqa: E501
+        + "| method | trainable params | trainable % | checkpoint bytes | step (ms) | saved activations (MiB) | grad + AdamW (MiB) | train memory (MiB) |\n"
         + "|---|---|---|---|---|---|---|---|\n"
         + "".join(
             f"| {c['label']} | {c['trainable_params']:,} | {c['trainable_pct']} | {c['checkpoint_bytes']:,} | "
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             for c in cost
         )
         + f"\nBackbone: RobertaForMaskedLM, {backbone.num_params():,} params, held-out MLM accuracy "
-        f"{backbone.info.get('mlm_accuracy', float('nan')):.1%} ({'cached' if backbone.info.get('from_cache') else 'pre-trained in this run'}).  \n"  # noqa: E501
+        f"{backbone.info.get('mlm_accuracy', float('nan')):.1%} ({'cached' if backbone.info.get('from_cache') else 'pre-trained in this run'}).  \n"
         f"Total time {took:.0f} s; process peak RSS {peak_rss_bytes() / 2**20:.0f} MiB. "
         "Timings on a shared, contended 2-core machine are inflated.\n"
     )

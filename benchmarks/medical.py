@@ -107,9 +107,15 @@ def main() -> None:
 
     start = time.perf_counter()
     cfg = DemoConfig(epochs=4) if args.quick else DemoConfig()
-    result = run_demo(
-        False, args.out / "medical_example", config=cfg, progress=False, verbose=True
-    )
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_demo(False, tmp, config=cfg, progress=False, verbose=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for key in ("plot_labels", "plot_trainable"):
+            src = Path(result["files"][key])
+            shutil.copy(src, args.out / f"medical_{src.name}")
     from polyprompt.medical.data import load_br35h, stratified_split
     from polyprompt.medical.pretrain import PretrainConfig, pretrain_backbone
 

@@ -179,44 +179,20 @@ def cache_equivalence(quick: bool) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    raw = sys.argv[1:] if argv is None else argv
-    if raw and raw[0] == "--child":
-        p = argparse.ArgumentParser()
-        p.add_argument("--child")
-        p.add_argument("--batch", type=int)
-        p.add_argument("--warmup", type=int)
-        p.add_argument("--steps", type=int)
-        a = p.parse_args(raw)
-        print(json.dumps(run_child(a.child, a.batch, a.warmup, a.steps)))
-        return
-    args = parse_args(__doc__.splitlines()[0], raw)
-    import torch
-
-    torch.set_num_threads(THREADS)
-    from polyprompt.pointcloud.demo import DemoConfig, run_demo
-
-    t_start = time.perf_counter()
-    # 1. quality on real data (the example's protocol)
-    import tempfile
-
-    cfg = DemoConfig.quick().replace(seeds=(0, 1, 2)) if args.quick else DemoConfig()
-    cfg = cfg.replace(save_checkpoints=False)
-    demo_dir = Path(tempfile.mkdtemp(prefix="pointcloud-bench-"))
-    demo = run_demo(quick=args.quick, out_dir=demo_dir, config=cfg, progress=False)
-    # 2. cache == no cache
-    equiv = cache_equivalence(args.quick)
-    print(f"cache equivalence: {equiv}", flush=True)
-    # 3. speed / memory side by side (paper architecture)
-    batch, warmup, steps = (4, 1, 2) if args.quick else (8, 1, 4)
-    speed = {c: spawn(c, batch, warmup, steps) for c in CONFIGS}
+def render(payload: dict[str, Any], out: Path, command: str | None = None) -> None:
+    """Rows, notes and files (JSON, markdown, plot copy) from one run's ``payload``."""
+    demo, equiv, speed = payload["demo"], payload["cache_equivalence"], payload["speed"]
+    info, cfg = demo["info"], demo["config"]
     full = speed["full_ft"]
+    blank = dict.fromkeys(
+        ["test_acc_%", "trainable_%", "checkpoint_KB", "s_per_seed", "step_s",
+         "step_vs_full_ft", "net_peak_MiB", "mem_vs_full_ft"], ""
+    )  # fmt: skip
     rows = []
-    for r in demo.rows:
+    for r in demo["rows"]:
         rows.append(
-            {
-                "part": "quality",
-                "method": r["title"],
+            {"part": "quality", "method": r["title"], **blank}
+            | {
                 "test_acc_%": f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f}",
                 "trainable_%": round(r["trainable_percent"], 2),
                 "checkpoint_KB": round(r["checkpoint_bytes"] / 1024, 1),
@@ -225,9 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     for c, r in speed.items():
         rows.append(
-            {
-                "part": "speed (paper arch)",
-                "method": c,
+            {"part": "speed (paper arch)", "method": c, **blank}
+            | {
                 "trainable_%": round(100 * r["trainable_params"] / r["backbone_params"], 2),
                 "step_s": round(r["step_s"], 3),
                 "step_vs_full_ft": round(r["step_s"] / full["step_s"], 3),
@@ -244,54 +219,115 @@ def main(argv: list[str] | None = None) -> None:
         "cached_epoch_vs_full_ft": cached["step_s"] / full["step_s"],
         "cached_epoch_target": 0.15,
     }
-    idpt_row = demo.row("idpt")
-    ft_row = demo.row("full_finetune")
-    vpt_best = max(
-        (r for r in demo.rows if r["method"].startswith("vpt")),
-        key=lambda r: r["accuracy_mean"],
-        default=None,
-    )
+    by_name = {r["method"]: r for r in demo["rows"]}
+    vpts = [r for n, r in by_name.items() if n.startswith("vpt")]
+    vpt_best = max(vpts, key=lambda r: r["accuracy_mean"]) if vpts else None
     quality = {
-        "idpt_minus_full_ft_points": 100 * (idpt_row["accuracy_mean"] - ft_row["accuracy_mean"]),
+        "idpt_minus_full_ft_points": 100
+        * (by_name["idpt"]["accuracy_mean"] - by_name["full_finetune"]["accuracy_mean"]),
         "idpt_minus_best_vpt_points": (
-            100 * (idpt_row["accuracy_mean"] - vpt_best["accuracy_mean"]) if vpt_best else None
+            100 * (by_name["idpt"]["accuracy_mean"] - vpt_best["accuracy_mean"])
+            if vpt_best
+            else float("nan")
         ),
     }
+    batch, steps = full.get("batch", "?"), len(full.get("step_times_s", [])) or "?"
+    threads = payload.get("threads", THREADS)
+    chamfer = info["backbone"]["pretrain_chamfer_first_last"]
     notes = f"""
-Quality: {demo.info["data"]} ({demo.info["num_classes"]} classes, splits {demo.info["splits"]}),
-CPU-size Point-MAE ({demo.info["backbone"]["params"]:,} params) pre-trained in situ (Chamfer-L2
-{demo.info["backbone"]["pretrain_chamfer_first_last"][0]:.4f} -> {demo.info["backbone"]["pretrain_chamfer_first_last"][1]:.4f}),
-{len(cfg.seeds)} seeds x {cfg.epochs} epochs, augmentation {"on" if cfg.augment else "off"}.
-IDPT - full FT: {quality["idpt_minus_full_ft_points"]:+.1f} points; IDPT - best static VPT:
-{quality["idpt_minus_best_vpt_points"]:+.1f} points (paper claim: IDPT >= static prompt and within 1 point of full FT).
+Quality: {info["data"]} ({info["num_classes"]} classes, splits {info["splits"]}), CPU-size Point-MAE
+({info["backbone"]["params"]:,} params) pre-trained in situ (Chamfer-L2 {chamfer[0]:.4f} -> {chamfer[1]:.4f}),
+{len(cfg["seeds"])} seeds x {cfg["epochs"]} epochs, augmentation {"on" if cfg["augment"] else "off"}; test accuracy
+mean ± std over seeds, model selection on val. IDPT - full FT: {quality["idpt_minus_full_ft_points"]:+.1f} points;
+IDPT - best static VPT: {quality["idpt_minus_best_vpt_points"]:+.1f} points (paper claim: IDPT >= static prompt and
+within 1 point of full FT).
 
-Cache == no cache (IDPT, 2 epochs, same seed): max |logit diff| {equiv["max_abs_logit_diff"]:.2e};
-test accuracy uncached {equiv["uncached_test_accuracy"]:.3f} / cached {equiv["cached_test_accuracy"]:.3f};
-wall {equiv["uncached_seconds"]:.1f} s / {equiv["cached_seconds"]:.1f} s (cached includes building the cache).
+Cache == no cache (IDPT, 2 epochs, same seed, {equiv["train_clouds"]} training clouds): max |logit diff|
+{equiv["max_abs_logit_diff"]:.2e}; test accuracy uncached {equiv["uncached_test_accuracy"]:.3f} / cached
+{equiv["cached_test_accuracy"]:.3f}; wall {equiv["uncached_seconds"]:.1f} s / {equiv["cached_seconds"]:.1f} s
+(cached includes building the cache).
 
-Speed at the paper architecture (batch {batch}, {THREADS} threads, median of {steps} steps):
+Speed at the paper architecture (384-d, 12 blocks, 64 x 32 patches, 1024 points; batch {batch},
+{threads} torch thread(s), median of {steps} steps, each configuration in a fresh process):
 IDPT step / full FT step = {targets["idpt_step_vs_full_ft"]:.2f} (target <= 0.35);
 IDPT net peak memory / full FT = {targets["idpt_mem_vs_full_ft"]:.2f} (target <= 0.25);
 cached IDPT epoch / full FT epoch = {targets["cached_epoch_vs_full_ft"]:.3f} (target <= 0.15; one-off cache
-build {cached["cache_build_s"]:.2f} s for {batch} clouds). The machine was shared with other jobs during this run:
-absolute times are inflated, ratios are measured side by side.
+build {cached["cache_build_s"]:.2f} s for {batch} clouds). The 2-core machine was shared with other jobs during
+this run (load average well above 2): absolute times are inflated; ratios are measured side by side.
 """
+    payload = {**payload, "targets": targets, "quality": quality}
+    payload.pop("environment", None)
+    payload.pop("rows", None)
+    payload.pop("benchmark", None)
+    write_results(
+        NAME, out, payload, rows, title="IDPT (polyprompt-pointcloud) benchmark", notes=notes,
+        command=command,
+    )  # fmt: skip
+    plot = demo.get("files", {}).get("plot")
+    if plot and Path(plot).is_file():
+        (Path(out) / f"{NAME}.png").write_bytes(Path(plot).read_bytes())
+
+
+def main(argv: list[str] | None = None) -> None:
+    raw = sys.argv[1:] if argv is None else argv
+    if raw and raw[0] == "--child":
+        p = argparse.ArgumentParser()
+        p.add_argument("--child")
+        p.add_argument("--batch", type=int)
+        p.add_argument("--warmup", type=int)
+        p.add_argument("--steps", type=int)
+        a = p.parse_args(raw)
+        print(json.dumps(run_child(a.child, a.batch, a.warmup, a.steps)))
+        return
+    if raw and raw[0] == "--render":
+        # rebuild the markdown / table from a finished run's JSON (no re-measurement)
+        src = Path(raw[1])
+        out = Path(raw[2]) if len(raw) > 2 else src.parent
+        payload = json.loads(src.read_text())
+        command = payload.get("command") or (
+            f"POINTCLOUD_BENCH_THREADS={THREADS} python benchmarks/{NAME}.py"
+            + (" --quick" if payload.get("quick") else "")
+        )
+        payload.setdefault("threads", THREADS)
+        render(payload, out, command=command)
+        return
+    args = parse_args(__doc__.splitlines()[0], raw)
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from polyprompt.pointcloud.demo import DemoConfig, run_demo
+
+    t_start = time.perf_counter()
+    # 1. quality on real data (the example's protocol)
+    cfg = DemoConfig.quick().replace(seeds=(0, 1, 2)) if args.quick else DemoConfig()
+    cfg = cfg.replace(save_checkpoints=False)
+    demo = run_demo(
+        quick=args.quick,
+        out_dir=Path(tempfile.mkdtemp(prefix="pointcloud-bench-")),
+        config=cfg,
+        progress=False,
+    )
+    # 2. cache == no cache
+    equiv = cache_equivalence(args.quick)
+    print(f"cache equivalence: {equiv}", flush=True)
+    # 3. speed / memory side by side (paper architecture)
+    batch, warmup, steps = (4, 1, 2) if args.quick else (8, 1, 4)
+    speed = {c: spawn(c, batch, warmup, steps) for c in CONFIGS}
+    command = "python " + " ".join([f"benchmarks/{NAME}.py", *raw])
+    if THREADS != 2:
+        command = f"POINTCLOUD_BENCH_THREADS={THREADS} {command}"
     payload = {
         "quick": args.quick,
+        "threads": THREADS,
+        "command": command,
         "demo": demo.to_dict(),
         "cache_equivalence": equiv,
         "speed": speed,
-        "targets": targets,
-        "quality": quality,
         "total_seconds": time.perf_counter() - t_start,
     }
-    write_results(
-        NAME, args.out, payload, rows, title="IDPT (polyprompt-pointcloud) benchmark", notes=notes
-    )
-    # the example's plot next to the results
-    plot = demo.files.get("plot")
-    if plot is not None and Path(plot).is_file():
-        (Path(args.out) / f"{NAME}.png").write_bytes(Path(plot).read_bytes())
+    render(payload, Path(args.out), command=command)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _threads_and_home(tmp_path_factory, monkeypatch):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     monkeypatch.setenv("POLYPROMPT_HOME", str(tmp_path_factory.getbasetemp() / "pp_home"))
 
 
@@ -24,4 +24,6 @@ def tiny_task():
 def tiny_mit():
     from polyprompt.adapt.backbone import MiTConfig
 
-    return MiTConfig(hidden_sizes=(16, 32, 48, 64), num_attention_heads=(1, 2, 3, 4), decoder_hidden_size=32)
+    return MiTConfig(
+        hidden_sizes=(16, 32, 48, 64), num_attention_heads=(1, 2, 3, 4), decoder_hidden_size=32
+    )

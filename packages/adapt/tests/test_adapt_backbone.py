@@ -62,7 +62,12 @@ def test_forward_shapes_and_stage_hook(tiny_mit):
     net = SegFormerBackbone(tiny_mit, num_classes=5).eval()
     x = torch.rand(2, 3, 64, 64)
     feats = net.features(x)
-    assert [tuple(f.shape) for f in feats] == [(2, 16, 16, 16), (2, 32, 8, 8), (2, 48, 4, 4), (2, 64, 2, 2)]
+    assert [tuple(f.shape) for f in feats] == [
+        (2, 16, 16, 16),
+        (2, 32, 8, 8),
+        (2, 48, 4, 4),
+        (2, 64, 2, 2),
+    ]
     assert net(x).shape == (2, 5, 64, 64)
     seen = []
     net(x, after_stage1=lambda f: seen.append(f.shape) or f)
@@ -118,5 +123,7 @@ def test_bad_checkpoints(tiny_mit, tmp_path):
     with pytest.raises(CheckpointError, match="no key of the official"):
         load_official_segformer(net, {"foo.weight": torch.zeros(1)})
     bad = {"backbone.patch_embed1.proj.weight": torch.zeros(8, 3, 7, 7)}
-    with pytest.raises(CheckpointError, match=r"patch_embeddings.proj.weight has shape \(8, 3, 7, 7\)"):
+    with pytest.raises(
+        CheckpointError, match=r"patch_embeddings.proj.weight has shape \(8, 3, 7, 7\)"
+    ):
         load_official_segformer(net, bad)

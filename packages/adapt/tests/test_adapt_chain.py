@@ -16,8 +16,9 @@ def test_easy_then_hard_cycles_then_all():
 
 def test_scaled_schedule_and_pick():
     s = ChainOfDomainSchedule.for_run(100)
-    assert s.cycle_until == 30 and s.period == 10
-    assert s.pick(0, "e", "h", "a") == "e" and s.pick(5, "e", "h", "a") == "h"
+    assert s.cycle_until == 30 and s.period == 15
+    assert s.pick(0, "e", "h", "a") == "e" and s.pick(8, "e", "h", "a") == "h"
+    assert ChainOfDomainSchedule(9, 3).counts(9) == {"easy": 6, "hard": 3, "all": 0}
     assert s.pick(30, "e", "h", "a") == "a"
     assert ChainOfDomainSchedule(8, 4, easy_first=False).phase(0) is ChainPhase.HARD
     with pytest.raises(ConfigError, match="period"):

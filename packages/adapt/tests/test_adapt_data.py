@@ -81,8 +81,14 @@ def test_cityscapes_layout(tmp_path):
 def test_acdc_dark_and_foggy_zurich_layouts(tmp_path):
     for j, cond in enumerate(["fog", "night"]):
         stem = f"GOPR0475_frame_00001{j}"
-        _png(tmp_path / "acdc/rgb_anon" / cond / "val/GOPR0475" / f"{stem}_rgb_anon.png", _rgb(seed=j))
-        _png(tmp_path / "acdc/gt" / cond / "val/GOPR0475" / f"{stem}_gt_labelTrainIds.png", _lbl(seed=j))
+        _png(
+            tmp_path / "acdc/rgb_anon" / cond / "val/GOPR0475" / f"{stem}_rgb_anon.png",
+            _rgb(seed=j),
+        )
+        _png(
+            tmp_path / "acdc/gt" / cond / "val/GOPR0475" / f"{stem}_gt_labelTrainIds.png",
+            _lbl(seed=j),
+        )
     a = folders.acdc(tmp_path / "acdc", conditions=("fog", "night"), split="val")
     assert len(a) == 2 and list(a.tags) == ["fog", "night"]
 
@@ -124,4 +130,6 @@ def test_loaders_reject_bad_files(tmp_path):
     with pytest.raises(InputError, match="RGBA"):
         folders.cityscapes(root)
     with pytest.raises(InputError, match="empty"):
-        folders.cityscapes(root, "val") if (root / "leftImg8bit/val").mkdir(parents=True) is None else None
+        folders.cityscapes(root, "val") if (root / "leftImg8bit/val").mkdir(
+            parents=True
+        ) is None else None

@@ -21,7 +21,12 @@ def test_savpt_starts_as_identity_and_routes_by_severity(tiny_mit):
     x = torch.rand(2, 3, 32, 32)
     assert torch.allclose(model(x), plain(x), atol=1e-6)  # zero-init prompts + adapter
     s = model.savpt
-    assert s.easy_prompt.patches.shape == (5, 3, 4, 4) and s.hard_prompt.patches.shape == (5, 3, 4, 4)
+    assert s.easy_prompt.patches.shape == (5, 3, 4, 4) and s.hard_prompt.patches.shape == (
+        5,
+        3,
+        4,
+        4,
+    )
     assert s.adapter.easy.hidden == 16 // 4  # stage-1 width / 4 (paper: 64 -> 16)
     model.train()
     x = torch.rand(2, 3, 32, 32)
@@ -40,7 +45,9 @@ def test_dark_images_use_the_hard_prompts(tiny_mit):
     bright, dark = torch.full((1, 3, 32, 32), 0.8), torch.full((1, 3, 32, 32), 0.02)
     assert model.severity(torch.cat([bright, dark])).tolist() == [False, True]
     seen = []
-    model.savpt.prompt_images = lambda x, h, f=model.savpt.prompt_images: seen.append(h.tolist()) or f(x, h)
+    model.savpt.prompt_images = lambda x, h, f=model.savpt.prompt_images: (
+        seen.append(h.tolist()) or f(x, h)
+    )
     model(torch.cat([bright, dark]))
     assert seen == [[False, True]]
 
@@ -54,7 +61,9 @@ def test_prompt_only_training_reaches_only_prompts(tiny_mit):
         else:
             assert p.requires_grad, name
     assert model.savpt_parameters() == sum(p.numel() for p in model.savpt.parameters())
-    assert model.savpt_parameters() == 2 * 5 * 3 * 4 * 4 + 2 * (16 * 4 + 4 + 4 * 16 + 16) + 2 * 49 + 1
+    assert (
+        model.savpt_parameters() == 2 * 5 * 3 * 4 * 4 + 2 * (16 * 4 + 4 + 4 * 16 + 16) + 2 * 49 + 1
+    )
 
 
 def test_bad_inputs_raise_our_errors(tiny_mit):

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from polyprompt.adapt.backbone import SegFormerBackbone
+from polyprompt.adapt.data.common import SegmentationSet
 from polyprompt.adapt.method import CoDA, CoDAConfig
 from polyprompt.adapt.selftrain import (
     MeanTeacher,
@@ -45,7 +46,9 @@ def test_classmix_takes_half_of_the_source_classes_and_mic_masks_blocks():
     logits = torch.randn(2, 3, 4, 4)
     labels = torch.randint(0, 3, (2, 4, 4))
     w = torch.full((2, 4, 4), 0.25)
-    assert torch.allclose(weighted_ce(logits, labels, w, 255), 0.25 * weighted_ce(logits, labels, None, 255))
+    assert torch.allclose(
+        weighted_ce(logits, labels, w, 255), 0.25 * weighted_ce(logits, labels, None, 255)
+    )
 
 
 def _student(tiny_mit, savpt: bool) -> CoDA:
@@ -80,7 +83,9 @@ def test_coda_iteration_follows_the_chain_and_trains(tiny_task, tiny_mit):
     assert res.iterations == 6
     assert res.phase_counts == {"easy": 2, "hard": 2, "all": 2}
     changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before[k])]
-    assert any(k.startswith("savpt.") for k in changed) and any(k.startswith("backbone.") for k in changed)
+    assert any(k.startswith("savpt.") for k in changed) and any(
+        k.startswith("backbone.") for k in changed
+    )
     t = res.teacher.tensors()
     assert not torch.equal(t["savpt.hard_prompt.patches"], student.savpt.hard_prompt.patches)
 
@@ -88,20 +93,28 @@ def test_coda_iteration_follows_the_chain_and_trains(tiny_task, tiny_mit):
 def test_variants_need_matching_models_and_data(tiny_task, tiny_mit):
     plain = _student(tiny_mit, savpt=False)
     with pytest.raises(ConfigError, match="use_savpt=True"):
-        UDATrainer(_cfg(2), "coda", progress=False).fit(plain, tiny_task.source, tiny_task.target_train)
+        UDATrainer(_cfg(2), "coda", progress=False).fit(
+            plain, tiny_task.source, tiny_task.target_train
+        )
     with pytest.raises(ConfigError, match="unknown variant"):
         UDATrainer(_cfg(2), "dacs")
-    empty = tiny_task.target_train
+    trainer = UDATrainer(_cfg(2), "self_training", progress=False)
     with pytest.raises(InputError, match="empty"):
-        UDATrainer(_cfg(2), "self_training", progress=False).fit(plain, tiny_task.source, [])
+        trainer.fit(plain, tiny_task.source, [])
+    unlabelled = SegmentationSet(tiny_task.target_train.images, None, 7)
     with pytest.raises(InputError, match="labelled"):
-        UDATrainer(_cfg(2), "self_training", progress=False).fit(plain, empty, empty.subset([0]))
+        trainer.fit(plain, unlabelled, tiny_task.target_train)
+    small = SegmentationSet(torch.rand(2, 3, 64, 64), None, 7)
+    with pytest.raises(InputError, match="one size"):
+        trainer.fit(plain, tiny_task.source, small)
 
 
 def test_self_training_resumes_exactly(tiny_task, tiny_mit, tmp_path):
     cfg4 = _cfg(4, mic=True)
     full = _student(tiny_mit, savpt=True)
-    UDATrainer(cfg4, Variant.CODA, progress=False).fit(full, tiny_task.source, tiny_task.target_train)
+    UDATrainer(cfg4, Variant.CODA, progress=False).fit(
+        full, tiny_task.source, tiny_task.target_train
+    )
 
     part = _student(tiny_mit, savpt=True)
     ck = str(tmp_path / "ck")

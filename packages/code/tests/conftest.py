@@ -23,7 +23,12 @@ def tiny_backbone(python_corpus):
     tok = train_tokenizer(pretrain_texts([python_corpus]), 600, 64)
     torch.manual_seed(0)
     arch = CodeMLMConfig(
-        vocab_size=600, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=64
+        vocab_size=600,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        max_length=64,
     )
     return CodeBackbone(arch.build(len(tok)).eval(), tok)
 
@@ -32,4 +37,7 @@ def tiny_backbone(python_corpus):
 def python_pairs(python_corpus):
     from polyprompt.code.pairs import build_pairs
 
-    return {t: build_pairs(python_corpus.functions, t, num_pairs=24, seed=0) for t in ("clone", "search", "name")}
+    return {
+        t: build_pairs(python_corpus.functions, t, num_pairs=24, seed=0)
+        for t in ("clone", "search", "name")
+    }

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from polyprompt.core.errors import CheckpointError
 from polyprompt.code.backbone import CodeMLMConfig, load_codebert, save_codebert
+from polyprompt.core.errors import CheckpointError
 
 
 def _outputs(model, ids):
@@ -72,7 +72,9 @@ def test_loader_errors(tiny_backbone, tmp_path):
         load_codebert(tmp_path)
     state.pop("roberta.encoder.layer.0.output.dense.weight")
     save_file(state, str(tmp_path / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"missing keys \['roberta.encoder.layer.0.output.dense.weight'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"missing keys \['roberta.encoder.layer.0.output.dense.weight'\]"
+    ):
         load_codebert(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no model.safetensors or pytorch_model.bin"):

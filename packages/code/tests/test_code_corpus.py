@@ -1,7 +1,7 @@
 import pytest
 
-from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.code.corpus import available_languages, load_corpus
+from polyprompt.core.errors import ConfigError, InputError
 
 
 def test_python_stdlib_corpus_is_real_and_reproducible(python_corpus):

@@ -1,7 +1,7 @@
 import pytest
 
-from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.code.extract import extract_functions
+from polyprompt.core.errors import ConfigError, InputError
 
 PY = '''
 def read_config(path, strict=False):
@@ -40,7 +40,9 @@ def test_python_function_docstring_and_tokens():
     (fn,) = res.functions
     assert fn.name == "read_config" and fn.line == 2 and fn.path == "cfg.py"
     assert fn.query == "Read the configuration file at path."
-    assert "comment" not in fn.code and "configuration" not in fn.code  # comment + docstring dropped
+    assert (
+        "comment" not in fn.code and "configuration" not in fn.code
+    )  # comment + docstring dropped
     assert fn.tokens[:3] == ("def", "read_config", "(")
     assert fn.masked_body().count("read_config") == 0 and fn.masked_body().count(" f ") == 2
     norm = fn.normalized()

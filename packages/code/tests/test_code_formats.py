@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-from polyprompt.core.errors import InputError
 from polyprompt.code.formats import (
     load_bigclonebench,
     load_codesearchnet,
@@ -11,6 +10,7 @@ from polyprompt.code.formats import (
     load_pair_dir,
     load_zecoler_jsonl,
 )
+from polyprompt.core.errors import InputError
 
 
 def _bcb(d):
@@ -40,7 +40,12 @@ def test_bigclonebench_layout(tmp_path):
 
 def test_zecoler_jsonl(tmp_path):
     rows = [
-        {"code1": "int f() { return 1; }", "code2": "int g() { return 1; }", "idx": 0, "label": True},
+        {
+            "code1": "int f() { return 1; }",
+            "code2": "int g() { return 1; }",
+            "idx": 0,
+            "label": True,
+        },
         {"code1": "int f() { return 1; }", "code2": "void h() {}", "idx": 1, "label": "false"},
     ]
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
@@ -56,17 +61,35 @@ def test_zecoler_jsonl(tmp_path):
 
 
 def _csn_line(lang, name, code, doc):
-    return json.dumps({"repo": "r", "path": "p", "func_name": name, "language": lang,
-                       "code": code, "docstring": doc, "code_tokens": [], "docstring_tokens": []})
+    return json.dumps(
+        {
+            "repo": "r",
+            "path": "p",
+            "func_name": name,
+            "language": lang,
+            "code": code,
+            "docstring": doc,
+            "code_tokens": [],
+            "docstring_tokens": [],
+        }
+    )
 
 
 def test_codesearchnet_jsonl_gz(tmp_path):
     lines = [
-        _csn_line("python", "add", 'def add(a, b):\n    """Add two numbers."""\n    return a + b\n',
-                  "Add two numbers."),
+        _csn_line(
+            "python",
+            "add",
+            'def add(a, b):\n    """Add two numbers."""\n    return a + b\n',
+            "Add two numbers.",
+        ),
         _csn_line("python", "sub", "def sub(a, b):\n    return a - b\n", "Subtract b from a."),
-        _csn_line("go", "Max", "func Max(a, b int) int {\n\tif a > b {\n\t\treturn a\n\t}\n\treturn b\n}",
-                  "Max returns the larger value."),
+        _csn_line(
+            "go",
+            "Max",
+            "func Max(a, b int) int {\n\tif a > b {\n\t\treturn a\n\t}\n\treturn b\n}",
+            "Max returns the larger value.",
+        ),
         _csn_line("java", "len", "public int len(String s) { return s.length(); }", "Length of s."),
         _csn_line("python", "broken", "def broken(:\n  pass", "Broken."),
     ]
@@ -80,7 +103,9 @@ def test_codesearchnet_jsonl_gz(tmp_path):
     assert {p.label for p in pairs} == {0, 1}
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"code": "x", "language": "python"}) + "\n")
-    with pytest.raises(InputError, match=r"bad.jsonl:1: missing CodeSearchNet field\(s\) \['func_name'\]"):
+    with pytest.raises(
+        InputError, match=r"bad.jsonl:1: missing CodeSearchNet field\(s\) \['func_name'\]"
+    ):
         load_codesearchnet_functions(bad)
     bad.write_text("not json\n")
     with pytest.raises(InputError, match="bad.jsonl:1: not a JSON object"):

@@ -3,12 +3,18 @@
 import pytest
 import torch
 
+from polyprompt.code.method import (
+    ManualTemplate,
+    ManualTemplateConfig,
+    PromptEncoder,
+    Zecoler,
+    ZecolerConfig,
+)
+from polyprompt.code.pairs import PairExample
+from polyprompt.code.train import build_method, step
 from polyprompt.core.checkpoint import load_prompt, save_prompt
 from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.core.freezing import trainable_report
-from polyprompt.code.method import ManualTemplate, ManualTemplateConfig, PromptEncoder, Zecoler, ZecolerConfig
-from polyprompt.code.pairs import PairExample
-from polyprompt.code.train import build_method, step
 
 
 def _zecoler(backbone, **kw):
@@ -40,14 +46,22 @@ def test_forward_shapes_and_gradients_reach_only_the_prompt_encoder(tiny_backbon
     loss.backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("prompt_encoder.") for n in trainable)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if p.requires_grad)
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    )
     assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     opt.step()
     after = model.backbone.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     enc = model.prompt_encoder
-    assert isinstance(enc.lstm_head, torch.nn.LSTM) and enc.lstm_head.num_layers == 2 and enc.lstm_head.bidirectional
+    assert (
+        isinstance(enc.lstm_head, torch.nn.LSTM)
+        and enc.lstm_head.num_layers == 2
+        and enc.lstm_head.bidirectional
+    )
     assert [type(m).__name__ for m in enc.mlp_head] == ["Linear", "ReLU", "Linear"]
     assert enc.mlp_head[0].in_features == 2 * 32
 
@@ -69,7 +83,12 @@ def test_save_load_identical(tiny_backbone, python_pairs, tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "prefix", "pct_max"),
-    [("soft_prompt", "prompt.", 5), ("zecoler_mlp", "prompt_encoder.", 10), ("linear_probe", "head.", 1), ("finetune", "", 101)],  # noqa: E501
+    [
+        ("soft_prompt", "prompt.", 5),
+        ("zecoler_mlp", "prompt_encoder.", 10),
+        ("linear_probe", "head.", 1),
+        ("finetune", "", 101),
+    ],
 )
 def test_baselines(tiny_backbone, python_pairs, name, prefix, pct_max):
     model = build_method(name, tiny_backbone, "search")

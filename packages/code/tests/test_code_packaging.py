@@ -16,9 +16,9 @@ def test_import_is_light():
 
 
 def test_registered_methods():
-    from polyprompt.core import get_method
     from polyprompt.code.finetune import CodeClassifier
     from polyprompt.code.method import ManualTemplate, Zecoler
+    from polyprompt.core import get_method
 
     assert get_method("zecoler") is Zecoler
     assert get_method("code_manual_template") is ManualTemplate

@@ -1,7 +1,13 @@
 import pytest
 
+from polyprompt.code.pairs import (
+    PairExample,
+    build_pairs,
+    check_pairs,
+    name_subtokens,
+    split_functions,
+)
 from polyprompt.core.errors import ConfigError, InputError
-from polyprompt.code.pairs import PairExample, build_pairs, check_pairs, name_subtokens, split_functions
 
 
 def test_pairs_balanced_reproducible_and_hard(python_corpus):
@@ -14,7 +20,9 @@ def test_pairs_balanced_reproducible_and_hard(python_corpus):
         assert all(p.task == task and p.language == "python" for p in pairs)
     # hard negatives: most negative partners come from the anchor's own file
     neg = [p for p in build_pairs(fns, "clone", seed=0) if p.label == 0]
-    same_file = sum(p.uid.split("|")[0].split(":")[1] == p.uid.split("|")[1].split(":")[1] for p in neg)
+    same_file = sum(
+        p.uid.split("|")[0].split(":")[1] == p.uid.split("|")[1].split(":")[1] for p in neg
+    )
     assert same_file / len(neg) > 0.5
 
 
@@ -47,7 +55,9 @@ def test_bad_pairs():
     with pytest.raises(InputError, match=r"pairs\[0\]: pair is missing field\(s\) \['text_b'\]"):
         check_pairs([{"text_a": "x", "label": 1}])
     with pytest.raises(InputError, match=r"pairs\[1\].label: must be 0 or 1"):
-        check_pairs([PairExample("clone", "py", "a", "b", 1), PairExample("clone", "py", "a", "b", 2)])
+        check_pairs(
+            [PairExample("clone", "py", "a", "b", 1), PairExample("clone", "py", "a", "b", 2)]
+        )
     with pytest.raises(InputError, match=r"text_a: must be a non-empty string"):
         check_pairs([{"text_a": " ", "text_b": "b", "label": 0}])
     with pytest.raises(InputError, match="no pairs"):

@@ -37,6 +37,61 @@ def test_vit_b16_key_layout_loads_from_safetensors_and_torch_files(tmp_path):
             assert torch.allclose(adapter.forward_features(x), expected, atol=1e-5)
 
 
+def _to_google_npz(state: dict, path, heads: int = 12) -> None:
+    """Write ``state`` (timm keys) in the Google JAX ViT-B_16.npz key layout."""
+    import numpy as np
+
+    d = state["cls_token"].shape[-1]
+    hd = d // heads
+    w = {
+        "embedding/kernel": state["patch_embed.proj.weight"].permute(2, 3, 1, 0),
+        "embedding/bias": state["patch_embed.proj.bias"],
+        "cls": state["cls_token"],
+        "Transformer/posembed_input/pos_embedding": state["pos_embed"],
+        "Transformer/encoder_norm/scale": state["norm.weight"],
+        "Transformer/encoder_norm/bias": state["norm.bias"],
+    }
+    i = 0
+    while f"blocks.{i}.norm1.weight" in state:
+        b, p = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        m = p + "MultiHeadDotProductAttention_1/"
+        w[p + "LayerNorm_0/scale"], w[p + "LayerNorm_0/bias"] = (
+            state[b + "norm1.weight"],
+            state[b + "norm1.bias"],
+        )
+        w[p + "LayerNorm_2/scale"], w[p + "LayerNorm_2/bias"] = (
+            state[b + "norm2.weight"],
+            state[b + "norm2.bias"],
+        )
+        qkv_w, qkv_b = state[b + "attn.qkv.weight"].chunk(3), state[b + "attn.qkv.bias"].chunk(3)
+        for n, wt, bs in zip(("query", "key", "value"), qkv_w, qkv_b, strict=True):
+            w[m + n + "/kernel"] = wt.T.reshape(d, heads, hd)
+            w[m + n + "/bias"] = bs.reshape(heads, hd)
+        w[m + "out/kernel"] = state[b + "attn.proj.weight"].reshape(d, heads, hd).permute(1, 2, 0)
+        w[m + "out/bias"] = state[b + "attn.proj.bias"]
+        for r in range(2):
+            w[p + f"MlpBlock_3/Dense_{r}/kernel"] = state[b + f"mlp.fc{r + 1}.weight"].T
+            w[p + f"MlpBlock_3/Dense_{r}/bias"] = state[b + f"mlp.fc{r + 1}.bias"]
+        i += 1
+    np.savez(path, **{k: v.detach().numpy() for k, v in w.items()})
+
+
+def test_official_google_npz_layout_loads(tmp_path):
+    ref, state = _official_like_state()
+    _to_google_npz(state, tmp_path / "ViT-B_16.npz")
+    adapter = load_vit_checkpoint(tmp_path / "ViT-B_16.npz", **SMALL)
+    x = torch.rand(2, 3, 32, 32)
+    ref.eval()
+    with torch.no_grad():
+        expected = ref.forward_head(ref.forward_features(x), pre_logits=True)
+        assert torch.allclose(adapter.forward_features(x), expected, atol=1e-5)
+    import numpy as np
+
+    np.savez(tmp_path / "bad.npz", **{"embedding/kernel": np.zeros((16, 16, 3, 768), "float32")})
+    with pytest.raises(CheckpointError, match="lacks key"):
+        load_vit_checkpoint(tmp_path / "bad.npz", **SMALL)
+
+
 def test_bad_checkpoints_are_named(tmp_path):
     _, state = _official_like_state()
     with pytest.raises(CheckpointError, match="no such file"):
@@ -49,4 +104,6 @@ def test_bad_checkpoints_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="missing keys.*blocks.0.mlp"):
         load_vit_checkpoint(tmp_path / "partial.safetensors", **SMALL)
     with pytest.raises(CheckpointError, match="wrong shapes"):
-        load_vit_checkpoint(tmp_path / "partial.safetensors", img_size=32, depth=1, embed_dim=384, num_heads=6)
+        load_vit_checkpoint(
+            tmp_path / "partial.safetensors", img_size=32, depth=1, embed_dim=384, num_heads=6
+        )

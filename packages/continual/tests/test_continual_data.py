@@ -27,7 +27,7 @@ def test_optdigits_pool_is_real_and_split():
     train, test = load_digit_pool("optdigits")
     assert len(train) + len(test) == 1797 and train.images.shape[1:] == (1, 32, 32)
     assert set(train.labels.tolist()) == set(range(10)) == set(test.labels.tolist())
-    assert 0.0 <= float(train.images.min()) and float(train.images.max()) <= 1.0
+    assert float(train.images.min()) >= 0.0 and float(train.images.max()) <= 1.0
     with pytest.raises(InputError, match="source"):
         load_digit_pool("cifar")
 

@@ -12,25 +12,24 @@ from polyprompt.continual.demo import DemoConfig, build_parser, main, run_demo
 
 @pytest.fixture(scope="module")
 def small_digits():
-    train, test = load_digit_pool("optdigits", max_samples=400, seed=0)
+    train, test = load_digit_pool("optdigits", max_samples=300, seed=0)
     return train, test
 
 
 def test_run_demo_writes_table_json_and_curve_plot(tmp_path, small_digits, make_backbone):
     cfg = DemoConfig(
-        seeds=(1,), methods=("head_ft", "dualprompt", "mvp"), num_tasks=3, batch_size=16,
-        online_iter=2, eval_period=60,
+        seeds=(1,), methods=("head_ft", "mvp"), num_tasks=3, batch_size=16,
+        online_iter=1, eval_period=60,
     )  # fmt: skip
     result = run_demo(
         out_dir=tmp_path, config=cfg, data=small_digits,
         backbone_factory=lambda: make_backbone(img=32), progress=False, verbose=False,
     )  # fmt: skip
     rows = {r["method"]: r for r in result["rows"]}
-    assert set(rows) == {"head_ft", "dualprompt", "mvp"}
+    assert set(rows) == {"head_ft", "mvp"}
     for r in rows.values():
         assert 0.0 <= r["a_last_mean"] <= 1.0 and r["checkpoint_bytes"] > 0
-    # real signal on real digits: far above chance on the seen classes (10 %)
-    assert rows["mvp"]["a_last_mean"] > 0.2
+    # (a random tiny backbone: quality is tested in test_continual_quality.py, marked slow)
     assert rows["mvp"]["trainable_percent"] < 100
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rows"][0]["method"] == "head_ft"
@@ -40,5 +39,7 @@ def test_run_demo_writes_table_json_and_curve_plot(tmp_path, small_digits, make_
 
 def test_cli_errors_are_ours(tmp_path, capsys):
     assert build_parser().parse_args(["--quick"]).quick
-    code = main(["--data", str(tmp_path / "missing"), "--data-format", "folder", "--out", str(tmp_path)])
+    code = main(
+        ["--data", str(tmp_path / "missing"), "--data-format", "folder", "--out", str(tmp_path)]
+    )
     assert code == 2 and "no such folder" in capsys.readouterr().err

@@ -71,7 +71,7 @@ def test_shapes_and_only_prompt_parts_get_gradients(cls, cfg, backbone):
 def test_prefix_prompts_change_features_at_the_right_blocks(backbone):
     model = MVP(backbone, MVPConfig(num_classes=C)).eval()
     x, _ = _batch()
-    feats, sel = model.forward_features(x)
+    feats, _sel = model.forward_features(x)
     plain = backbone.forward_features(x)
     assert not torch.allclose(feats, plain)
     with torch.no_grad():
@@ -141,8 +141,10 @@ def test_gsf_and_afs_loss_equals_the_formula(backbone, make_backbone):
     G = torch.stack(rows)
     s = 1 - F.cosine_similarity(G[torch.arange(6), y], G.mean(0)[y], dim=1)
     scale = 1 - F.cosine_similarity(W.detach()[y], f, dim=1) + 0.5
-    ce = F.cross_entropy(model.head(out.features / scale[:, None]) * out.mask + add, y, reduction="none")
-    expected = ((0.5 * ce + 0.5 * s**2 * ce)).mean()
+    ce = F.cross_entropy(
+        model.head(out.features / scale[:, None]) * out.mask + add, y, reduction="none"
+    )
+    expected = (0.5 * ce + 0.5 * s**2 * ce).mean()
     assert torch.allclose(loss, expected, atol=1e-5)
     # the official bug (focal weight on the batch-mean CE) gives another value
     bug = MVP(make_backbone(), MVPConfig(**{**cfg.to_dict(), "focal_on_batch_mean": True}))

@@ -16,7 +16,7 @@ from polyprompt.graph.env import GraphPromptEnv
 from polyprompt.graph.methods import ProjectionHead
 
 
-def _env(max_nodes=8):
+def _env(max_nodes=8, **kw):
     torch.manual_seed(0)
     graphs = []
     for smi, y in [("CCO", 0), ("c1ccccc1", 1), ("CCN(C)C", 1)]:
@@ -24,7 +24,7 @@ def _env(max_nodes=8):
         g.y = torch.tensor([y])
         graphs.append(g)
     gin = GINBackbone(GINConfig(num_layers=2, emb_dim=8))
-    return GraphPromptEnv(graphs, gin, ProjectionHead(8, 2), max_nodes=max_nodes, max_z=0.5)
+    return GraphPromptEnv(graphs, gin, ProjectionHead(8, 2), max_nodes=max_nodes, max_z=0.5, **kw)
 
 
 def test_check_env_passes():
@@ -82,3 +82,16 @@ def test_agent_drives_vectorised_envs():
         ]
         obs, rewards, _dones, infos = venv.step(act)
         assert rewards.shape == (2,) and not any(i["invalid_node"] for i in infos)
+
+
+def test_normalised_reward_keeps_raw():
+    env = _env(normalize_reward=True)
+    env.reset(seed=0, options={"index": 1})
+    rng = np.random.default_rng(1)
+    raws, rewards = [], []
+    for _ in range(6):
+        a = {"node": int(rng.integers(6)), "prompt": rng.uniform(-1, 1, 8).astype(np.float32)}
+        _, r, _, _, info = env.step(a)
+        raws.append(info["raw_reward"])
+        rewards.append(r)
+    assert env.reward_rms.count > 5 and raws != rewards

@@ -104,3 +104,24 @@ def test_resume_matches_uninterrupted(gin, split, tmp_path):
     assert [h["reward"] for h in hist] == [h["reward"] for h in hist_ref]
     for k, v in ref.trainable_state_dict().items():
         assert torch.equal(v, resumed.trainable_state_dict()[k]), k
+
+
+def test_bad_inputs_raise_our_errors(gin):
+    from torch_geometric.utils import from_smiles
+
+    from polyprompt.core.errors import ConfigError, NonFiniteError
+
+    relief = RELIEF(gin, _cfg())
+    g = from_smiles("CCO")
+    g.x = g.x.float()
+    g.x[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="NaN"):
+        relief(Batch.from_data_list([g]))
+    big = Batch.from_data_list([from_smiles("C" * 40)])
+    relief.backbone.config.max_nodes = 30
+    with pytest.raises(InputError, match="node cap"):
+        relief(big)
+    with pytest.raises(ConfigError, match="clip_d"):
+        HPPOConfig(clip_d=1.5)
+    with pytest.raises(InputError, match="empty training set"):
+        relief.fit([])

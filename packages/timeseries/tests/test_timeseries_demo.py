@@ -29,6 +29,10 @@ def test_run_demo_writes_table_and_plots(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["selection"]["scenarios"] == 1
     assert "POND" in (tmp_path / "results.md").read_text()
+    # resume: the finished scenario is read back from out/runs/, not recomputed
+    again = run_demo(quick=True, out_dir=tmp_path, config=cfg, progress=False, verbose=False)
+    assert [r["f1_mean"] for r in again["rows"]] == [r["f1_mean"] for r in res["rows"]]
+    assert again["seconds"] < res["seconds"]
 
 
 def test_main_reports_bad_target(tmp_path, capsys):

@@ -68,7 +68,11 @@ def test_bad_scenarios(four_subjects):
 def test_inceptiontime_baselines(four_subjects):
     cfg = PipelineConfig(
         **{**TINY, "pretrain_epochs": 1, "adapt_epochs": 2, "target_only_epochs": 2},
-        methods=("inceptiontime_target_only", "inceptiontime_source_only", "inceptiontime_finetune"),
+        methods=(
+            "inceptiontime_target_only",
+            "inceptiontime_source_only",
+            "inceptiontime_finetune",
+        ),
     )
     res = run_scenario(four_subjects.of_domains([0, 1]), 0, cfg, seed=0)  # one source: fast
     assert set(res["methods"]) == set(cfg.methods)

@@ -188,7 +188,9 @@ class SegFormerBackbone(nn.Module):
         from polyprompt.core.freezing import module_identity
 
         ident = module_identity(self)
-        ident.update({"arch": "segformer", "mit": self.config.to_dict(), "classes": self.num_classes})
+        ident.update(
+            {"arch": "segformer", "mit": self.config.to_dict(), "classes": self.num_classes}
+        )
         return ident
 
 
@@ -213,7 +215,9 @@ def _convert_encoder_key(key: str, value: torch.Tensor) -> dict[str, torch.Tenso
     m = re.match(r"^patch_embed(\d)\.(proj|norm)\.(weight|bias)$", key)
     if m:
         part = "proj" if m.group(2) == "proj" else "layer_norm"
-        return {f"segformer.stages.{int(m.group(1)) - 1}.patch_embeddings.{part}.{m.group(3)}": value}
+        return {
+            f"segformer.stages.{int(m.group(1)) - 1}.patch_embeddings.{part}.{m.group(3)}": value
+        }
     m = re.match(r"^norm(\d)\.(weight|bias)$", key)
     if m:
         return {f"segformer.stages.{int(m.group(1)) - 1}.layer_norm.{m.group(2)}": value}

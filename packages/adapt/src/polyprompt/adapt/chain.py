@@ -48,17 +48,18 @@ class ChainOfDomainSchedule(PromptConfig):
 
     @classmethod
     def for_run(
-        cls, iterations: int, cycle_fraction: float = 0.3, num_cycles: int = 3
+        cls, iterations: int, cycle_fraction: float = 0.3, num_cycles: int = 2
     ) -> ChainOfDomainSchedule:
-        """Scale the paper's schedule (12k of 40k iterations) to a run of ``iterations``."""
-        until = int(round(iterations * cycle_fraction))
+        """Scale the paper's schedule (12k of 40k iterations) to a run of ``iterations``,
+        with ``num_cycles`` easy -> hard cycles in the chain part."""
+        until = round(iterations * cycle_fraction)
         period = max(2, until // max(1, num_cycles))
         return cls(cycle_until=until, period=period)
 
     def phase(self, iteration: int) -> ChainPhase:
         if iteration >= self.cycle_until:
             return ChainPhase.ALL
-        first = (iteration % self.period) < self.period // 2
+        first = (iteration % self.period) < (self.period + 1) // 2
         if not self.easy_first:
             first = not first
         return ChainPhase.EASY if first else ChainPhase.HARD

@@ -40,7 +40,7 @@ class DemoSettings:
     n_source: int = 320
     n_target_train: int = 160
     n_target_test: int = 120
-    pretrain_epochs: int = 8
+    pretrain_epochs: int = 20
     iterations: int = 60
     batch_size: int = 4
     lr: float = 2e-4
@@ -48,7 +48,9 @@ class DemoSettings:
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        return cls(n_source=64, n_target_train=48, n_target_test=32, pretrain_epochs=2, iterations=6)
+        return cls(
+            n_source=64, n_target_train=48, n_target_test=32, pretrain_epochs=2, iterations=6
+        )
 
 
 def _task(settings: DemoSettings, data: Path | None, target: str, size: int):
@@ -93,6 +95,7 @@ def run(
     mic: bool | None = None,
     progress: bool = True,
     settings: DemoSettings | None = None,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     import torch
 
@@ -104,6 +107,10 @@ def run(
     from polyprompt.core.demo.report import summarize
     from polyprompt.core.freezing import trainable_report
 
+    if threads is not None:
+        # the tiny 64 px ops do not scale past one thread, and on a busy machine OpenMP
+        # barriers make 2 threads up to 40x slower than 1 (measured)
+        torch.set_num_threads(threads)
     st = settings or (DemoSettings.quick() if quick else DemoSettings())
     if iterations is not None:
         st.iterations = iterations
@@ -154,6 +161,7 @@ def run(
                     "easy": ev["easy"]["miou"],
                     "hard": ev["hard"]["miou"],
                     "s_per_it": res.seconds_per_iteration,
+                    "seconds": res.seconds,
                     "trainable": rep.trainable_params,
                     "percent": rep.percent_of_backbone,
                     "bytes": rep.checkpoint_bytes,
@@ -176,6 +184,7 @@ def run(
         row["savpt_params"] = runs[0]["savpt_params"]
         row["checkpoint_bytes"] = runs[0]["bytes"]
         row["s_per_iteration"] = sum(r["s_per_it"] for r in runs) / len(runs)
+        row["seconds"] = sum(r["seconds"] for r in runs) / len(runs)
         row["phases"] = runs[0]["phases"]
         rows.append(row)
     result = {
@@ -198,7 +207,7 @@ def run(
 
 
 def _columns():
-    from polyprompt.core.demo.report import Column
+    from polyprompt.core.demo.report import Column, format_bytes
 
     return [
         Column("method", "method", align="left"),
@@ -207,7 +216,8 @@ def _columns():
         Column("mIoU hard (%)", "hard_mean", std_key="hard_std", scale=100, fmt="{:.1f}"),
         Column("trainable %", "trainable_percent", fmt="{:.2f}"),
         Column("SAVPT params", "savpt_params", fmt="{:,}"),
-        Column("checkpoint", "checkpoint_bytes", kind="bytes"),
+        Column("checkpoint", "checkpoint_bytes", fmt=format_bytes),
+        Column("time (s)", "seconds", fmt="{:.0f}"),
         Column("s / iteration", "s_per_iteration", fmt="{:.3f}"),
     ]
 
@@ -326,14 +336,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="<= 1 minute smoke run")
     parser.add_argument("--data", type=Path, default=None, help="root with cityscapes/ + a target")
-    parser.add_argument(
-        "--target", choices=("acdc", "dark_zurich", "foggy_zurich"), default="acdc"
-    )
+    parser.add_argument("--target", choices=("acdc", "dark_zurich", "foggy_zurich"), default="acdc")
     parser.add_argument("--size", type=int, default=128, help="square resize for --data")
     parser.add_argument("--out", type=Path, default=None, help="write JSON, markdown, plots here")
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3; 1 with --quick)")
     parser.add_argument("--iterations", type=int, default=None, help="self-training iterations")
     parser.add_argument("--mic", action="store_true", help="add MIC masked-image consistency")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     run(
@@ -345,5 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         size=args.size,
         iterations=args.iterations,
         mic=True if args.mic else None,
+        threads=args.threads,
     )
     return 0

@@ -145,7 +145,10 @@ class CoDA(PromptMethod):
         self.eval()
         try:
             return torch.cat(
-                [self(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
+                [
+                    self(images[i : i + batch_size]).argmax(1)
+                    for i in range(0, len(images), batch_size)
+                ]
             )
         finally:
             self.train(was)

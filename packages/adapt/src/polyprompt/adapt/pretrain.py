@@ -36,9 +36,9 @@ _FORMAT = "1"
 
 @dataclass
 class PretrainConfig(PromptConfig):
-    epochs: int = 12
-    batch_size: int = 8
-    lr: float = 1e-3
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 2e-3
     weight_decay: float = 0.01
     seed: int = 0
 
@@ -97,7 +97,9 @@ def pretrain_source(
             state = load_file(str(path))
             net.model.load_state_dict(state)
         except Exception as exc:  # corrupt or stale cache: train again
-            warnings.warn(f"pretrain_source: cache {path} unusable ({exc}); training again", stacklevel=2)
+            warnings.warn(
+                f"pretrain_source: cache {path} unusable ({exc}); training again", stacklevel=2
+            )
         else:
             if verbose:
                 print(f"source SegFormer: loaded from cache {path}", flush=True)

@@ -144,7 +144,7 @@ def color_jitter(x: torch.Tensor, p: float, s: float, gen: torch.Generator) -> t
 def gaussian_blur(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """Per image with probability ``p``: blur with sigma in ``U(0.15, 1.15)`` (DAFormer)."""
     out = x.clone()
-    k = max(3, int(math.ceil(0.1 * x.shape[-1])) | 1)
+    k = max(3, math.ceil(0.1 * x.shape[-1]) | 1)
     coords = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
     for i in range(x.shape[0]):
         if float(torch.rand(1, generator=gen)) >= p:
@@ -153,8 +153,16 @@ def gaussian_blur(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torc
         g = torch.exp(-(coords**2) / (2 * sigma**2))
         g = (g / g.sum()).to(x.dtype)
         img = x[i : i + 1]
-        img = F.conv2d(F.pad(img, (k // 2, k // 2, 0, 0), mode="reflect"), g.view(1, 1, 1, k).repeat(3, 1, 1, 1), groups=3)
-        img = F.conv2d(F.pad(img, (0, 0, k // 2, k // 2), mode="reflect"), g.view(1, 1, k, 1).repeat(3, 1, 1, 1), groups=3)
+        img = F.conv2d(
+            F.pad(img, (k // 2, k // 2, 0, 0), mode="reflect"),
+            g.view(1, 1, 1, k).repeat(3, 1, 1, 1),
+            groups=3,
+        )
+        img = F.conv2d(
+            F.pad(img, (0, 0, k // 2, k // 2), mode="reflect"),
+            g.view(1, 1, k, 1).repeat(3, 1, 1, 1),
+            groups=3,
+        )
         out[i : i + 1] = img
     return out
 
@@ -180,7 +188,9 @@ def block_mask(
 ) -> torch.Tensor:
     """MIC's ``BlockMaskGenerator``: ``(B, 1, H, W)`` float, 0 on masked blocks."""
     b, h, w = shape
-    small = (torch.rand(b, 1, max(1, round(h / block)), max(1, round(w / block)), generator=gen) > ratio).float()
+    small = (
+        torch.rand(b, 1, max(1, round(h / block)), max(1, round(w / block)), generator=gen) > ratio
+    ).float()
     return F.interpolate(small, size=(h, w), mode="nearest").to(device)
 
 
@@ -284,7 +294,9 @@ class _UDAModule(nn.Module):
             tgt = {ChainPhase.EASY: easy, ChainPhase.HARD: hard, ChainPhase.ALL: mixed}[phase]
             tgt_hard = student.severity(tgt) if hasattr(student, "severity") else None
             self.teacher.update(t, cfg.alpha)
-            probs = torch.softmax(self.teacher(tgt, tgt_hard) if tgt_hard is not None else self.teacher(tgt), 1)
+            probs = torch.softmax(
+                self.teacher(tgt, tgt_hard) if tgt_hard is not None else self.teacher(tgt), 1
+            )
             conf, pseudo = probs.max(1)
             pw_value = float((conf >= cfg.pseudo_threshold).float().mean())
             pw = torch.full_like(conf, pw_value)
@@ -325,7 +337,12 @@ class _UDAModule(nn.Module):
 # ---------------------------------------------------------------------------
 class _UDAData(Dataset):
     def __init__(
-        self, source: SegmentationSet, target: SegmentationSet, hard: torch.Tensor, length: int, seed: int
+        self,
+        source: SegmentationSet,
+        target: SegmentationSet,
+        hard: torch.Tensor,
+        length: int,
+        seed: int,
     ) -> None:
         self.source, self.target = source, target
         rng = np.random.default_rng(seed)
@@ -395,7 +412,9 @@ class UDATrainer:
         device: str = "cpu",
     ) -> None:
         if not isinstance(config, SelfTrainingConfig):
-            raise ConfigError(f"UDATrainer: config must be a SelfTrainingConfig, got {type(config).__name__}")
+            raise ConfigError(
+                f"UDATrainer: config must be a SelfTrainingConfig, got {type(config).__name__}"
+            )
         try:
             self.variant = Variant(variant)
         except ValueError:
@@ -407,7 +426,9 @@ class UDATrainer:
         self.checkpoint_dir = checkpoint_dir
         self.device = device
 
-    def fit(self, student: nn.Module, source: SegmentationSet, target: SegmentationSet) -> UDAResult:
+    def fit(
+        self, student: nn.Module, source: SegmentationSet, target: SegmentationSet
+    ) -> UDAResult:
         from polyprompt.core.trainer import Trainer, TrainerConfig
 
         where = "UDATrainer.fit"
@@ -430,7 +451,11 @@ class UDATrainer:
                 f"{where}: variant {variant.value!r} needs a model with use_savpt="
                 f"{variant.uses_savpt}"
             )
-        hard = student.severity(target.images) if hasattr(student, "severity") else torch.zeros(len(target), dtype=torch.bool)
+        hard = (
+            student.severity(target.images)
+            if hasattr(student, "severity")
+            else torch.zeros(len(target), dtype=torch.bool)
+        )
         epochs = max(1, math.ceil(cfg.iterations / cfg.iters_per_epoch))
         per_epoch = min(cfg.iters_per_epoch, cfg.iterations)
         data = _UDAData(source, target, hard, per_epoch * cfg.batch_size, cfg.seed)

@@ -224,7 +224,10 @@ def load_codebert(
         )
     model = RobertaForMaskedLM(config)
     expected = model.state_dict()
-    if "lm_head.decoder.weight" not in state and "roberta.embeddings.word_embeddings.weight" in state:
+    if (
+        "lm_head.decoder.weight" not in state
+        and "roberta.embeddings.word_embeddings.weight" in state
+    ):
         state["lm_head.decoder.weight"] = state["roberta.embeddings.word_embeddings.weight"]
     if "lm_head.decoder.bias" in expected and "lm_head.bias" in state:
         state.setdefault("lm_head.decoder.bias", state["lm_head.bias"])

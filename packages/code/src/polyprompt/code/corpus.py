@@ -34,9 +34,9 @@ from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 
-from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.code.extract import CodeFunction, ExtractStats, extract_functions
 from polyprompt.code.languages import check_language
+from polyprompt.core.errors import ConfigError, InputError
 
 __all__ = [
     "Corpus",
@@ -48,7 +48,12 @@ __all__ = [
     "source_root",
 ]
 
-GO_ROOTS = ("/usr/share/go-1.19/src", "/usr/lib/go-1.19/src", "/usr/lib/go/src", "/usr/local/go/src")
+GO_ROOTS = (
+    "/usr/share/go-1.19/src",
+    "/usr/lib/go-1.19/src",
+    "/usr/lib/go/src",
+    "/usr/local/go/src",
+)
 JS_ROOTS = ("/usr/share/javascript", "/usr/share/nodejs")
 _SKIP_DIRS = {"test", "tests", "testdata", "idle_test", "__pycache__", "site-packages"}
 MAX_FILE_BYTES = 400_000

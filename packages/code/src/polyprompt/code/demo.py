@@ -26,15 +26,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run_demo", "grouped_plot", "results_markdown"]
+__all__ = ["grouped_plot", "main", "results_markdown", "run_demo"]
 
 METHOD_ORDER = ("zecoler", "zecoler_mlp", "soft_prompt", "manual", "finetune", "linear_probe")
 
 
 def _official_task_data(data_dir: Path, config: Any) -> dict[str, Any]:
-    from polyprompt.core.errors import InputError
     from polyprompt.code.experiment import TaskData
     from polyprompt.code.formats import load_pair_dir
+    from polyprompt.core.errors import InputError
 
     aliases = {
         "clone": ("clone", "clone_detection"),
@@ -48,9 +48,11 @@ def _official_task_data(data_dir: Path, config: Any) -> dict[str, Any]:
             continue
         langs = {p.name.lower(): p for p in task_dir.iterdir() if p.is_dir()}
         if config.source not in langs:
-            raise InputError(f"--data: {task_dir} has no {config.source!r} folder (found {sorted(langs)})")
+            raise InputError(
+                f"--data: {task_dir} has no {config.source!r} folder (found {sorted(langs)})"
+            )
 
-        def load(lang: str, *splits: str, task: str = task) -> list:
+        def load(lang: str, *splits: str, task: str = task, langs: dict = langs) -> list:
             for s in splits:
                 try:
                     return load_pair_dir(langs[lang], s, task=task, language=lang)
@@ -60,7 +62,9 @@ def _official_task_data(data_dir: Path, config: Any) -> dict[str, Any]:
             return []
 
         src = config.source
-        data = TaskData(task, src, load(src, "train"), load(src, "val", "valid", "dev"), load(src, "test"))
+        data = TaskData(
+            task, src, load(src, "train"), load(src, "val", "valid", "dev"), load(src, "test")
+        )
         for lang in langs:
             if lang != src:
                 test = load(lang, "test")
@@ -88,8 +92,20 @@ def results_markdown(result: dict[str, Any]) -> str:
     for task, lang, setting in keys:
         cells = []
         for m in methods:
-            r = next((r for r in rows if (r["task"], r["language"], r["setting"], r["method"]) == (task, lang, setting, m)), None)  # noqa: E501
-            cells.append("–" if r is None else f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f}")
+            r = next(
+                (
+                    r
+                    for r in rows
+                    if (r["task"], r["language"], r["setting"], r["method"])
+                    == (task, lang, setting, m)
+                ),
+                None,
+            )
+            cells.append(
+                "–"
+                if r is None
+                else f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f}"
+            )
         lines.append(f"| {task} | {lang} | {setting} | " + " | ".join(cells) + " |")
     lines += ["", "| method | trainable params | trainable % of backbone | checkpoint | mean time / seed (s) |",
               "|---|---|---|---|---|"]  # fmt: skip
@@ -123,7 +139,9 @@ def grouped_plot(result: dict[str, Any], path: str | Path, setting: str = "zero-
     for j, m in enumerate(methods):
         xs, ys, es = [], [], []
         for i, g in enumerate(groups):
-            r = next((r for r in rows if (r["task"], r["language"]) == g and r["method"] == m), None)
+            r = next(
+                (r for r in rows if (r["task"], r["language"]) == g and r["method"] == m), None
+            )
             if r is not None:
                 xs.append(i + (j - (len(methods) - 1) / 2) * width)
                 ys.append(100 * r["accuracy_mean"])
@@ -141,14 +159,27 @@ def grouped_plot(result: dict[str, Any], path: str | Path, setting: str = "zero-
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Zecoler zero-shot cross-language code tasks (polyprompt-code)")
+    p = argparse.ArgumentParser(
+        description="Zecoler zero-shot cross-language code tasks (polyprompt-code)"
+    )
     p.add_argument("--quick", action="store_true", help="<= 1 minute smoke run")
-    p.add_argument("--data", type=Path, default=None, help="official data folder DIR/<task>/<Language>/")
-    p.add_argument("--out", type=Path, default=None, help="write results.json / results.md / zero_shot.png here")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="method seeds (default 0 1 2)")
+    p.add_argument(
+        "--data", type=Path, default=None, help="official data folder DIR/<task>/<Language>/"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write results.json / results.md / zero_shot.png here",
+    )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="method seeds (default 0 1 2)"
+    )
     p.add_argument("--source", default=None, help="source language (default java, else python)")
     p.add_argument("--tasks", nargs="+", default=None, choices=["clone", "search", "name"])
-    p.add_argument("--few-shot", type=int, nargs="*", default=None, help="target pairs for few-shot runs")
+    p.add_argument(
+        "--few-shot", type=int, nargs="*", default=None, help="target pairs for few-shot runs"
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -156,10 +187,10 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from polyprompt.core.demo.report import write_json, write_markdown
     from polyprompt.code.corpus import available_languages
     from polyprompt.code.experiment import ExperimentConfig, run_experiment
     from polyprompt.code.pretrain import pretrain_code_mlm
+    from polyprompt.core.demo.report import write_json, write_markdown
 
     start = time.perf_counter()
     torch.manual_seed(0)
@@ -185,10 +216,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     task_data = _official_task_data(args.data, config) if args.data is not None else None
     backbone = pretrain_code_mlm(quick=args.quick, progress=progress)
     prompt_dir = args.out / "prompts" if args.out is not None else None
-    result = run_experiment(backbone, config, task_data=task_data, progress=progress, prompt_dir=prompt_dir)
+    result = run_experiment(
+        backbone, config, task_data=task_data, progress=progress, prompt_dir=prompt_dir
+    )
     result["backbone"] = {
         k: backbone.info.get(k)
-        for k in ("mlm_accuracy", "mlm_loss", "functions", "languages", "from_cache", "seconds", "key")
+        for k in (
+            "mlm_accuracy",
+            "mlm_loss",
+            "functions",
+            "languages",
+            "from_cache",
+            "seconds",
+            "key",
+        )
     }
     result["backbone"]["params"] = backbone.num_params()
     result["notes"] = notes
@@ -203,7 +244,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / "results.json", result)
         cmd = "python examples/code/zecoler_zero_shot.py" + (" --quick" if args.quick else "")
-        write_markdown(args.out / "results.md", f"# Zecoler zero-shot cross-language\n\n`{cmd}`\n\n{text}")
+        write_markdown(
+            args.out / "results.md", f"# Zecoler zero-shot cross-language\n\n`{cmd}`\n\n{text}"
+        )
         grouped_plot(result, args.out / "zero_shot.png")
         print(f"wrote {args.out}/results.json, results.md, zero_shot.png")
     return result

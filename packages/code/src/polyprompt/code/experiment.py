@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polyprompt.code.pairs import PairExample, Task, build_pairs, split_functions
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import InputError
-from polyprompt.code.pairs import PairExample, Task, build_pairs, split_functions
 
 __all__ = ["ExperimentConfig", "TaskData", "load_task_data", "run_experiment"]
 
@@ -42,17 +42,26 @@ class ExperimentConfig(PromptConfig):
     methods: tuple[str, ...] = ("zecoler", "soft_prompt", "manual", "finetune", "linear_probe")
     seeds: tuple[int, ...] = (0, 1, 2)
     functions_per_language: int = 1500
-    train_pairs: int = 320
-    val_pairs: int = 96
-    test_pairs: int = 200
+    train_pairs: int = 256
+    val_pairs: int = 64
+    test_pairs: int = 160
     few_shot: tuple[int, ...] = (32,)
     few_shot_methods: tuple[str, ...] = ("zecoler", "finetune")
+    few_shot_targets: tuple[str, ...] | None = ("go",)  # None: every target
     epochs: int = 3
     batch_size: int = 16
     data_seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("targets", "tasks", "methods", "seeds", "few_shot", "few_shot_methods"):
+        for name in (
+            "targets",
+            "tasks",
+            "methods",
+            "seeds",
+            "few_shot",
+            "few_shot_methods",
+            "few_shot_targets",
+        ):
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
         super().__post_init__()
@@ -123,7 +132,8 @@ def load_task_data(config: ExperimentConfig, task: str, corpora: dict[str, Any])
         test = _pairs(test_f, task, config.test_pairs, seed)
         if len(test) >= 8:
             data.target_test[lang] = test
-            data.target_pool[lang] = _pairs(pool_f, task, max(config.few_shot, default=2), seed)
+            if config.few_shot_targets is None or lang in config.few_shot_targets:
+                data.target_pool[lang] = _pairs(pool_f, task, max(config.few_shot, default=2), seed)
     return data
 
 
@@ -163,11 +173,11 @@ def run_experiment(
     ``zero-shot`` (target language), ``in-language`` (source test) or ``few-shot-<k>``.
     ``prompt_dir``: the seed-0 Zecoler prompt of each task is saved there (``save_prompt``).
     """
+    from polyprompt.code.corpus import available_languages, load_corpus
+    from polyprompt.code.train import METHODS, TrainSettings, build_method, fit
     from polyprompt.core.checkpoint import save_prompt
     from polyprompt.core.freezing import trainable_report
     from polyprompt.core.progress import progress_bar
-    from polyprompt.code.corpus import available_languages, load_corpus
-    from polyprompt.code.train import METHODS, TrainSettings, build_method, fit
 
     if task_data is None:
         present = set(available_languages())
@@ -176,14 +186,20 @@ def run_experiment(
             if config.source not in present:
                 raise InputError(f"run_experiment: no {config.source} source code on this machine")
             corpora = {
-                lang: load_corpus(lang, max_functions=config.functions_per_language, seed=config.data_seed)
+                lang: load_corpus(
+                    lang, max_functions=config.functions_per_language, seed=config.data_seed
+                )
                 for lang in dict.fromkeys(langs)
                 if lang in present
             }
         task_data = {t: load_task_data(config, t, corpora) for t in config.tasks}
     rows: list[dict[str, Any]] = []
     runs = sum(
-        len(config.seeds) * (len(config.methods) + len(config.few_shot) * len(config.few_shot_methods) * len(d.target_pool))
+        len(config.seeds)
+        * (
+            len(config.methods)
+            + len(config.few_shot) * len(config.few_shot_methods) * len(d.target_pool)
+        )
         for d in task_data.values()
     )
     bar = progress_bar(total=runs, desc="zecoler experiment", enabled=progress, unit="run")
@@ -233,7 +249,9 @@ def run_experiment(
                     for seed in config.seeds:
                         t0 = time.perf_counter()
                         model = build_method(method, backbone, task)
-                        epochs = max(config.epochs, min(20, (config.train_pairs * config.epochs) // k))
+                        epochs = max(
+                            config.epochs, min(20, (config.train_pairs * config.epochs) // k)
+                        )
                         fit(model, shots, None,
                             TrainSettings(epochs=epochs, batch_size=min(config.batch_size, k), seed=seed),
                             spec.lr)  # fmt: skip

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.code.languages import LanguageSpec, check_language, get_parser
+from polyprompt.core.errors import ConfigError, InputError
 
 __all__ = [
     "CodeFunction",
@@ -153,9 +153,7 @@ def decode_source(source: bytes | str, path: str = "<string>") -> str:
     if isinstance(source, str):
         return source
     if not isinstance(source, (bytes, bytearray)):
-        raise InputError(
-            f"{path}: source must be str or bytes, got {type(source).__name__}"
-        )
+        raise InputError(f"{path}: source must be str or bytes, got {type(source).__name__}")
     try:
         return bytes(source).decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from polyprompt.code.pairs import Task, check_pairs
 from polyprompt.core.backbones.hf import HFTextAdapter
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import ConfigError, InputError
@@ -30,7 +31,6 @@ from polyprompt.core.freezing import freeze_backbone
 from polyprompt.core.methods.base import PromptMethod
 from polyprompt.core.registry import register_method
 from polyprompt.core.validation import check_tensor
-from polyprompt.code.pairs import Task, check_pairs
 
 __all__ = ["ClassifierMode", "CodeClassifier", "CodeClassifierConfig"]
 
@@ -90,7 +90,8 @@ class CodeClassifier(PromptMethod):
             cfg.classifier_dropout = config.dropout
             self.head = RobertaClassificationHead(cfg)
             backbone.requires_grad_(True)
-            backbone.model.lm_head.requires_grad_(False)  # unused by this method
+            backbone.model.lm_head.requires_grad_(False)  # unused by this method ...
+            backbone.model.base_model.requires_grad_(True)  # ... but its decoder is tied to the embeddings
         else:
             freeze_backbone(backbone)
             self.head = nn.Linear(dim, 2)
@@ -125,13 +126,12 @@ class CodeClassifier(PromptMethod):
                 f"{where}: sequence length {ids.shape[1]} exceeds the model context of "
                 f"{self.max_length} tokens (encode pairs with .encode, which truncates)"
             )
-        hidden = self.backbone.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = self.backbone.model.base_model(
+            input_ids=ids, attention_mask=mask
+        ).last_hidden_state
         if self.config.mode is ClassifierMode.FINETUNE:
             return self.head(hidden)  # RobertaClassificationHead reads hidden[:, 0]
         return self.head(hidden[:, 0])
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return super().trainable_state_dict()
 
     @torch.no_grad()
     def predict_proba(self, pairs: Any, batch_size: int = 64) -> torch.Tensor:

@@ -33,10 +33,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from polyprompt.core.errors import InputError
 from polyprompt.code.extract import CodeFunction, ExtractStats, extract_functions
 from polyprompt.code.languages import check_language
 from polyprompt.code.pairs import PairExample, Task, build_pairs
+from polyprompt.core.errors import InputError
 
 __all__ = [
     "load_bigclonebench",
@@ -57,7 +57,9 @@ def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
                 if line.strip():
                     yield i, line
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise InputError(
+            f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
 
 
 def _json_line(path: Path, lineno: int, line: str) -> dict[str, Any]:

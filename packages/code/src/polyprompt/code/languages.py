@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from polyprompt.core.errors import ConfigError
@@ -115,7 +115,7 @@ def check_language(language: Any, where: str = "polyprompt.code") -> LanguageSpe
     return LANGUAGES[key]
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_language(language: str) -> Language:
     """The tree-sitter ``Language`` of ``language`` from its grammar wheel."""
     from tree_sitter import Language

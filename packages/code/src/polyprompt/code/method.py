@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polyprompt.code.pairs import Task
+from polyprompt.code.template import TemplateEncoder, resolve_label_words
 from polyprompt.core.backbones.hf import HFTextAdapter
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import ConfigError, InputError
@@ -48,8 +50,6 @@ from polyprompt.core.prompts.generator import PromptGenerator
 from polyprompt.core.prompts.soft import SoftPrompt
 from polyprompt.core.registry import register_method
 from polyprompt.core.validation import check_tensor
-from polyprompt.code.pairs import Task
-from polyprompt.code.template import TemplateEncoder, resolve_label_words
 
 __all__ = [
     "MANUAL_TEMPLATES",
@@ -89,10 +89,17 @@ def _as_backbone(backbone: Any, where: str) -> HFTextAdapter:
             )
         adapter = HFTextAdapter(backbone, "encoder")
     if adapter.kind != "encoder":
-        raise ConfigError(f"{where}: Zecoler needs a masked LM (encoder), got a {adapter.kind} model")
+        raise ConfigError(
+            f"{where}: Zecoler needs a masked LM (encoder), got a {adapter.kind} model"
+        )
     if adapter.tokenizer is None:
-        raise ConfigError(f"{where}: the HFTextAdapter needs its tokenizer (HFTextAdapter(mlm, tokenizer=tok))")
-    if getattr(adapter.model, "lm_head", None) is None or getattr(adapter.model, "base_model", None) is None:
+        raise ConfigError(
+            f"{where}: the HFTextAdapter needs its tokenizer (HFTextAdapter(mlm, tokenizer=tok))"
+        )
+    if (
+        getattr(adapter.model, "lm_head", None) is None
+        or getattr(adapter.model, "base_model", None) is None
+    ):
         raise ConfigError(
             f"{where}: backbone {type(adapter.model).__name__} has no masked-LM head "
             "(use RobertaForMaskedLM, CodeBERT's layout)"
@@ -235,14 +242,20 @@ class _MaskedLMPairMethod(PromptMethod):
         """Template batch -> verbalizer logits ``(B, 2)`` (label 0, label 1)."""
         where = f"{type(self).__name__}.forward"
         if not isinstance(batch, dict):
-            raise InputError(f"{where}: expected the dict from .encode(pairs), got {type(batch).__name__}")
-        missing = [k for k in ("input_ids", "attention_mask", "prompt_mask", "mask_pos") if k not in batch]
+            raise InputError(
+                f"{where}: expected the dict from .encode(pairs), got {type(batch).__name__}"
+            )
+        missing = [
+            k for k in ("input_ids", "attention_mask", "prompt_mask", "mask_pos") if k not in batch
+        ]
         if missing:
             raise InputError(f"{where}: batch is missing {missing} (build it with .encode(pairs))")
         ids = batch["input_ids"]
         check_tensor(ids, "input_ids", rank=2, where=where)
         b, t = ids.shape
-        check_tensor(batch["attention_mask"], "attention_mask", rank=2, dims={0: b, 1: t}, where=where)
+        check_tensor(
+            batch["attention_mask"], "attention_mask", rank=2, dims={0: b, 1: t}, where=where
+        )
         check_tensor(batch["prompt_mask"], "prompt_mask", rank=2, dims={0: b, 1: t}, where=where)
         check_tensor(batch["mask_pos"], "mask_pos", rank=1, dims={0: b}, where=where)
         if self.backbone.max_positions is not None and t > self.backbone.max_positions - 2:
@@ -257,7 +270,9 @@ class _MaskedLMPairMethod(PromptMethod):
             n = prompt.shape[0]
             counts = pm.sum(dim=1)
             if bool((counts != n).any()):
-                raise InputError(f"{where}: every row needs exactly {n} prompt slots, got {counts.tolist()}")
+                raise InputError(
+                    f"{where}: every row needs exactly {n} prompt slots, got {counts.tolist()}"
+                )
             source = prompt.to(embeds.dtype).unsqueeze(0).expand(b, -1, -1)
             embeds = embeds.masked_scatter(pm.unsqueeze(-1), source)
         elif bool(pm.any()):
@@ -358,7 +373,9 @@ class ManualTemplate(_MaskedLMPairMethod):
         self._setup(backbone, config, template)
 
 
-def pair_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pair_step(
+    model: nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Trainer ``step_fn``: cross-entropy of the verbalizer logits against ``labels``."""
     logits = model(batch)
     labels = batch["labels"]

@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.code.extract import CodeFunction
+from polyprompt.core.errors import ConfigError, InputError
 
 __all__ = [
     "PairExample",
@@ -77,9 +77,7 @@ class PairExample:
             raise InputError(f"{where}: a pair must be a mapping, got {type(data).__name__}")
         missing = [k for k in ("text_a", "text_b", "label") if k not in data]
         if missing:
-            raise InputError(
-                f"{where}: pair is missing field(s) {missing} (has {sorted(data)})"
-            )
+            raise InputError(f"{where}: pair is missing field(s) {missing} (has {sorted(data)})")
         pair = cls(
             task=str(data.get("task", "")),
             language=str(data.get("language", "")),
@@ -184,9 +182,7 @@ def _pick_negative(
         same_file = [pool[j] for j in by_path.get(fn.path, ()) if ok(pool[j])]
         if same_file:
             return rng.choice(same_file)
-        similar = sorted(
-            {j for t in name_subtokens(fn.name) for j in by_sub.get(t, ())}
-        )
+        similar = sorted({j for t in name_subtokens(fn.name) for j in by_sub.get(t, ())})
         similar_fns = [pool[j] for j in similar if ok(pool[j])]
         if similar_fns:
             return rng.choice(similar_fns)
@@ -203,7 +199,9 @@ def _pick_negative(
 def _make_pair(task: Task, anchor: CodeFunction, partner: CodeFunction, label: int) -> PairExample:
     uid = f"{anchor.uid}|{partner.uid}"
     if task is Task.CLONE:
-        return PairExample(task.value, anchor.language, anchor.code, partner.normalized(), label, uid)
+        return PairExample(
+            task.value, anchor.language, anchor.code, partner.normalized(), label, uid
+        )
     if task is Task.SEARCH:
         assert anchor.query is not None
         return PairExample(task.value, anchor.language, anchor.query, partner.code, label, uid)

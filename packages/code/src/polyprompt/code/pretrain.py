@@ -41,9 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polyprompt.core.config import PromptConfig
-from polyprompt.core.errors import CheckpointError
-from polyprompt.core.io import polyprompt_home
 from polyprompt.code.backbone import (
     SPECIAL_TOKENS,
     CodeBackbone,
@@ -51,6 +48,9 @@ from polyprompt.code.backbone import (
     load_codebert,
     save_codebert,
 )
+from polyprompt.core.config import PromptConfig
+from polyprompt.core.errors import CheckpointError
+from polyprompt.core.io import polyprompt_home
 
 __all__ = ["PretrainConfig", "cache_dir", "pretrain_code_mlm", "pretrain_texts"]
 
@@ -83,7 +83,11 @@ class PretrainConfig(PromptConfig):
         r = self.require
         r(isinstance(self.languages, tuple) and len(self.languages) >= 1, "languages", "non-empty")
         for name in ("functions_per_language", "steps", "batch_size"):
-            r(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "must be an int >= 1")
+            r(
+                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                name,
+                "must be an int >= 1",
+            )
         r(self.lr > 0, "lr", "must be > 0")
         r(0 <= self.warmup_fraction < 1, "warmup_fraction", "must be in [0, 1)")
         r(0 < self.mlm_probability < 1, "mlm_probability", "must be in (0, 1)")
@@ -171,8 +175,8 @@ def pretrain_code_mlm(
     import torch
     from transformers import DataCollatorForLanguageModeling
 
-    from polyprompt.core.progress import progress_bar
     from polyprompt.code.corpus import available_languages, load_corpus
+    from polyprompt.core.progress import progress_bar
 
     arch = arch or CodeMLMConfig()
     cfg = config or (PretrainConfig.quick() if quick else PretrainConfig())
@@ -225,7 +229,10 @@ def pretrain_code_mlm(
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0},
+        ],
         lr=cfg.lr,
     )
     warm = max(1, int(cfg.steps * cfg.warmup_fraction))

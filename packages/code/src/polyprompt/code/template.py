@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.code.pairs import PairExample, check_pairs
+from polyprompt.core.errors import ConfigError, InputError
 
 __all__ = ["TemplateEncoder", "fit_two", "resolve_label_words"]
 
@@ -91,7 +91,9 @@ class TemplateEncoder:
     def __init__(self, tokenizer: Any, max_length: int, segments: Sequence[Segment]) -> None:
         where = "TemplateEncoder"
         if len(segments) != 3:
-            raise ConfigError(f"{where}: need 3 segments (before a, between, after b), got {segments!r}")
+            raise ConfigError(
+                f"{where}: need 3 segments (before a, between, after b), got {segments!r}"
+            )
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.segments: list[list[int] | int] = []
@@ -103,8 +105,16 @@ class TemplateEncoder:
                     raise ConfigError(f"{where}: prompt slot counts must be >= 0, got {s}")
                 self.segments.append(s)
             else:
-                self.segments.append(tokenizer(s, add_special_tokens=False)["input_ids"] if s else [])
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id", "mask_token_id", "unk_token_id"):
+                self.segments.append(
+                    tokenizer(s, add_special_tokens=False)["input_ids"] if s else []
+                )
+        for name in (
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+            "mask_token_id",
+            "unk_token_id",
+        ):
             if getattr(tokenizer, name, None) is None:
                 raise ConfigError(f"{where}: tokenizer has no {name}")
         fixed = 3 + sum(s if isinstance(s, int) else len(s) for s in self.segments)
@@ -123,7 +133,9 @@ class TemplateEncoder:
             return [self.tokenizer.unk_token_id] * seg, [True] * seg
         return list(seg), [False] * len(seg)
 
-    def encode(self, pairs: Sequence[PairExample | dict], where: str = "TemplateEncoder.encode") -> dict[str, Any]:
+    def encode(
+        self, pairs: Sequence[PairExample | dict], where: str = "TemplateEncoder.encode"
+    ) -> dict[str, Any]:
         import torch
 
         pairs = check_pairs(pairs, where)
@@ -152,7 +164,9 @@ class TemplateEncoder:
             prompts.append(pm)
         t = max(len(r) for r in rows)
         if t > self.max_length:  # pragma: no cover - guarded by fit_two
-            raise InputError(f"{where}: template of {t} tokens exceeds max_length {self.max_length}")
+            raise InputError(
+                f"{where}: template of {t} tokens exceeds max_length {self.max_length}"
+            )
         b = len(rows)
         input_ids = torch.full((b, t), tok.pad_token_id, dtype=torch.long)
         attention = torch.zeros(b, t, dtype=torch.long)

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from polyprompt.core.errors import ConfigError
 from polyprompt.code.pairs import PairExample, Task, check_pairs
+from polyprompt.core.errors import ConfigError
 
 __all__ = [
     "METHODS",
@@ -46,11 +46,21 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {
-    "zecoler": MethodSpec("Zecoler (BiLSTM prompt encoder)", "zecoler", {"prompt_encoder": "lstm"}, 1e-3),
-    "zecoler_mlp": MethodSpec("Zecoler (MLP encoder, official option)", "zecoler", {"prompt_encoder": "mlp"}, 1e-3),
-    "soft_prompt": MethodSpec("soft prompt (no encoder)", "zecoler", {"prompt_encoder": "none"}, 1e-2),
-    "manual": MethodSpec("manual template (no tuning)", "code_manual_template", {}, 1e-3, trains=False),
-    "finetune": MethodSpec("fine-tuned encoder + head", "code_finetune", {"mode": "finetune"}, 2e-4),
+    "zecoler": MethodSpec(
+        "Zecoler (BiLSTM prompt encoder)", "zecoler", {"prompt_encoder": "lstm"}, 1e-3
+    ),
+    "zecoler_mlp": MethodSpec(
+        "Zecoler (MLP encoder, official option)", "zecoler", {"prompt_encoder": "mlp"}, 1e-3
+    ),
+    "soft_prompt": MethodSpec(
+        "soft prompt (no encoder)", "zecoler", {"prompt_encoder": "none"}, 1e-2
+    ),
+    "manual": MethodSpec(
+        "manual template (no tuning)", "code_manual_template", {}, 1e-3, trains=False
+    ),
+    "finetune": MethodSpec(
+        "fine-tuned encoder + head", "code_finetune", {"mode": "finetune"}, 2e-4
+    ),
     "linear_probe": MethodSpec("linear probe", "code_finetune", {"mode": "linear_probe"}, 1e-2),
 }
 
@@ -87,7 +97,9 @@ def trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v[:, :t] if v.dim() == 2 else v) for k, v in batch.items()}
 
 
-def step(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def step(
+    model: Any, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Trainer ``step_fn``: cross-entropy over the two classes."""
     batch = trim(batch)
     logits = model(batch)

@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "OnlineResult": "learner",
     "ReservoirBuffer": "learner",
     "load_vit_checkpoint": "backbone",
+    "digit_backbone": "backbone",
+    "load_digit_pool": "data",
     "ImageSet": "data",
     "load_image_folder": "data",
     "load_cifar100_folder": "data",

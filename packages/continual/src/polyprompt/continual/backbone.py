@@ -7,7 +7,9 @@
   ``blocks.<i>.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``, ``norm.*``; the
   classifier ``head.*`` is dropped) from ``.safetensors`` or a ``weights_only`` torch file
   (``model.safetensors`` / ``pytorch_model.bin`` of the timm hub releases), unwrapping
-  ``{"model": ...}`` / ``{"state_dict": ...}`` and ``module.`` prefixes.
+  ``{"model": ...}`` / ``{"state_dict": ...}`` and ``module.`` prefixes — or the Google JAX
+  ``.npz`` layout (``ViT-B_16.npz``, ``embedding/kernel``, ``Transformer/encoderblock_<i>/...``,
+  the file the official code downloads) through timm's own ``.npz`` loader.
 * **Examples / tests**: no ViT weights ship in any wheel, so the examples use the core's
   in-situ pre-trained digit ViT (:func:`polyprompt.core.demo.pretrain.pretrain_digit_vit`,
   a real timm ``VisionTransformer``, cached under ``$POLYPROMPT_HOME/demo``), **pre-trained
@@ -83,9 +85,11 @@ def load_vit_checkpoint(
 
     from polyprompt.core.backbones.timm_vit import TimmViTAdapter
 
+    timm_kwargs.setdefault("num_classes", 0)
+    if Path(path).suffix == ".npz":
+        return _load_npz(Path(path), arch, timm_kwargs)
     state = read_state_dict(path)
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    timm_kwargs.setdefault("num_classes", 0)
     model = timm.create_model(arch, pretrained=False, **timm_kwargs)
     own = model.state_dict()
     wrong = [
@@ -112,7 +116,30 @@ def load_vit_checkpoint(
     return TimmViTAdapter(model.eval())
 
 
-def digit_backbone(*, quick: bool = False, progress: bool = True, verbose: bool = True) -> PretrainedDigitViT:
+def _load_npz(path: Path, arch: str, timm_kwargs: dict[str, Any]) -> TimmViTAdapter:
+    """The Google JAX ``.npz`` layout (``ViT-B_16.npz``, what ``models/mvp.py`` downloads),
+    read by timm's own loader ``timm.models.vision_transformer._load_weights``."""
+    import timm
+    from timm.models.vision_transformer import _load_weights
+
+    from polyprompt.core.backbones.timm_vit import TimmViTAdapter
+
+    where = f"load_vit_checkpoint({str(path)!r})"
+    if not path.is_file():
+        raise CheckpointError(f"{where}: no such file")
+    model = timm.create_model(arch, pretrained=False, **timm_kwargs)
+    try:
+        _load_weights(model, str(path))
+    except KeyError as exc:
+        raise CheckpointError(f"{where}: the .npz lacks key {exc} for {arch}") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{where}: cannot load the .npz into {arch}: {exc}") from None
+    return TimmViTAdapter(model.eval())
+
+
+def digit_backbone(
+    *, quick: bool = False, progress: bool = True, verbose: bool = True
+) -> PretrainedDigitViT:
     """The core's MNIST-pre-trained digit ViT (trained once, then loaded from the cache)."""
     from polyprompt.core.demo.pretrain import pretrain_digit_vit
 

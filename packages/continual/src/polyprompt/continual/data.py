@@ -64,7 +64,9 @@ class ImageSet:
     def __post_init__(self) -> None:
         where = f"ImageSet({self.name!r})"
         if self.images.dim() != 4:
-            raise ShapeError(f"{where}: images must be (N, C, H, W), got {tuple(self.images.shape)}")
+            raise ShapeError(
+                f"{where}: images must be (N, C, H, W), got {tuple(self.images.shape)}"
+            )
         if self.images.shape[0] != self.labels.shape[0]:
             raise ShapeError(
                 f"{where}: {self.images.shape[0]} images but {self.labels.shape[0]} labels"
@@ -86,7 +88,9 @@ class ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], self.class_names, name or self.name)
 
 
-def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_split(
+    labels: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 < test_fraction < 1.0:
         raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     rng = np.random.default_rng(seed)
@@ -100,7 +104,11 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tu
 
 
 def load_digit_pool(
-    source: str = "optdigits", *, test_fraction: float = 0.25, seed: int = 0, max_samples: int | None = None
+    source: str = "optdigits",
+    *,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    max_samples: int | None = None,
 ) -> tuple[ImageSet, ImageSet]:
     """Real digits ``(N, 1, 32, 32)`` as a (train pool, test set) pair.
 
@@ -114,7 +122,9 @@ def load_digit_pool(
 
     loaders = {"optdigits": load_optdigits, "mnist": load_mnist}
     if source not in loaders:
-        raise InputError(f"load_digit_pool: source must be one of {sorted(loaders)}, got {source!r}")
+        raise InputError(
+            f"load_digit_pool: source must be one of {sorted(loaders)}, got {source!r}"
+        )
     data = loaders[source]()
     full = ImageSet(data.images, data.labels, tuple(str(c) for c in data.class_names), source)
     if max_samples is not None and max_samples < len(full):
@@ -163,8 +173,10 @@ def load_image_folder(
     where = f"load_image_folder({str(root)!r})"
     if not root.is_dir():
         raise InputError(f"{where}: no such folder")
-    names = list(class_names) if class_names is not None else sorted(
-        p.name for p in root.iterdir() if p.is_dir()
+    names = (
+        list(class_names)
+        if class_names is not None
+        else sorted(p.name for p in root.iterdir() if p.is_dir())
     )
     if len(names) < 2:
         raise InputError(f"{where}: expected >= 2 class folders ROOT/<class>/*.png, found {names}")
@@ -190,9 +202,13 @@ def load_cifar100_folder(
     root = Path(root)
     for part in ("train", "test"):
         if not (root / part).is_dir():
-            raise InputError(f"load_cifar100_folder: missing {root / part} (ROOT/{{train,test}}/<class>/)")
+            raise InputError(
+                f"load_cifar100_folder: missing {root / part} (ROOT/{{train,test}}/<class>/)"
+            )
     train = load_image_folder(root / "train", size=size, channels=channels)
-    test = load_image_folder(root / "test", size=size, channels=channels, class_names=train.class_names)
+    test = load_image_folder(
+        root / "test", size=size, channels=channels, class_names=train.class_names
+    )
     return train, test
 
 
@@ -247,7 +263,12 @@ def load_tinyimagenet(
 
 
 def load_imagenet_r(
-    root: str | Path, *, size: int = 224, channels: int = 3, test_fraction: float = 0.2, seed: int = 0
+    root: str | Path,
+    *,
+    size: int = 224,
+    channels: int = 3,
+    test_fraction: float = 0.2,
+    seed: int = 0,
 ) -> tuple[ImageSet, ImageSet]:
     """ImageNet-R ``ROOT/<wnid>/*.jpg``: a seeded stratified train / test split."""
     full = load_image_folder(root, size=size, channels=channels)

@@ -15,6 +15,8 @@ l2p                    L2P: pool of 10 prompts (length 5), top-5, prepended
 dualprompt             DualPrompt: general prefix (blocks 0-1) + expert prefix pool (blocks 2-4)
 mvp                    MVP: DualPrompt + logit masks + contrastive keys + GSF + AFS
 mvp_no_<part>          MVP with one component off (mask / contrastive / afs / gsf)
+mvp_er                 MVP + the same reservoir buffer as ER (official ``methods/mvp.py``
+                       memory path, ``MEM_SIZE > 0``; not run by default)
 =====================  ======================================================================
 
 Reported per method (mean ± std over stream seeds): A_auc, A_last, F_last, trainable share of
@@ -67,6 +69,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("mvp_no_contrastive", "mvp", options={"use_contrastive": False}),
         MethodSpec("mvp_no_afs", "mvp", options={"use_afs": False}),
         MethodSpec("mvp_no_gsf", "mvp", options={"use_gsf": False}),
+        MethodSpec("mvp_er", "mvp", memory=True),
     )
 }
 
@@ -80,7 +83,7 @@ class DemoConfig(PromptConfig):
     """
 
     seeds: tuple[int, ...] = (1, 2, 3)
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = ("head_ft", "finetune", "er", "l2p", "dualprompt", "mvp")
     num_tasks: int = 5
     disjoint_percent: float = 50.0
     blurry_percent: float = 10.0
@@ -204,8 +207,14 @@ def run_demo(
     from polyprompt.continual.data import load_digit_pool
     from polyprompt.continual.learner import LearnerConfig, OnlineLearner
     from polyprompt.continual.stream import SiBlurryConfig, SiBlurryStream
-    from polyprompt.core.demo.report import Column, format_bytes, format_table, summarize
-    from polyprompt.core.demo.report import write_json, write_markdown
+    from polyprompt.core.demo.report import (
+        Column,
+        format_bytes,
+        format_table,
+        summarize,
+        write_json,
+        write_markdown,
+    )
     from polyprompt.core.freezing import trainable_report
     from polyprompt.core.progress import progress_bar
 
@@ -221,7 +230,9 @@ def run_demo(
             f"timm ViT ({pre.num_params():,} params) pre-trained in-situ on MNIST "
             f"(test acc {pre.mnist_test_accuracy:.1%})"
         )
-    train, test = data if data is not None else load_digit_pool("optdigits", max_samples=cfg.max_samples)
+    train, test = (
+        data if data is not None else load_digit_pool("optdigits", max_samples=cfg.max_samples)
+    )
     num_classes = max(train.num_classes, int(train.labels.max()) + 1)
     rows: list[dict[str, Any]] = []
     curves: dict[str, tuple[list[float], list[float]]] = {}
@@ -302,7 +313,10 @@ def run_demo(
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", result)
-    write_markdown(out / "results.md", f"# {title}\n\n{table}\n{COLUMNS_DOC}\n\n![A_auc curve](auc_curve.png)\n")
+    write_markdown(
+        out / "results.md",
+        f"# {title}\n\n{table}\n{COLUMNS_DOC}\n\n![A_auc curve](auc_curve.png)\n",
+    )
     curve_plot(curves, out / "auc_curve.png", title)
     if verbose:
         print(title)
@@ -316,10 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mvp_si_blurry",
         description="MVP vs baselines on a Si-Blurry stream (real digits by default).",
     )
-    p.add_argument("--quick", action="store_true", help="smoke run (< 1 min with a cached backbone)")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run (< 1 min with a cached backbone)"
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     p.add_argument("--seeds", type=int, nargs="+", help="stream seeds (default 1 2 3)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods to run")
+    p.add_argument("--ablations", action="store_true", help="also run MVP with each component off")
     p.add_argument(
         "--data",
         type=Path,
@@ -336,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="ViT checkpoint in timm key layout (e.g. ViT-B/16); default: the MNIST digit ViT",
     )
-    p.add_argument("--arch", default="vit_base_patch16_224", help="timm architecture of --checkpoint")
+    p.add_argument(
+        "--arch", default="vit_base_patch16_224", help="timm architecture of --checkpoint"
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -370,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             changes["seeds"] = tuple(args.seeds)
         if args.methods:
             changes["methods"] = tuple(args.methods)
+        if args.ablations:
+            base = changes.get("methods", cfg.methods)
+            abl = [m for m in METHODS if m.startswith("mvp_no_")]
+            changes["methods"] = tuple(dict.fromkeys([*base, *abl]))
         if changes:
             cfg = cfg.replace(**changes)
         factory = None

@@ -83,8 +83,16 @@ class LearnerConfig(PromptConfig):
         r = self.require
         for name in ("online_iter", "eval_period", "eval_batch_size"):
             v = getattr(self, name)
-            r(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "must be an int >= 1")
-        r(isinstance(self.memory_size, int) and self.memory_size >= 0, "memory_size", "must be >= 0")
+            r(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                name,
+                "must be an int >= 1",
+            )
+        r(
+            isinstance(self.memory_size, int) and self.memory_size >= 0,
+            "memory_size",
+            "must be >= 0",
+        )
         r(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "must be > 0")
         r(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be an int >= 0")
 
@@ -282,7 +290,11 @@ class OnlineLearner:
                 xb = torch.cat([x, pool[0][m]])
                 yb = torch.cat([y, pool[1][m]])
                 if q is not None:
-                    mq = self._pool_q[m] if self._pool_q is not None else self.model.query(pool[0][m])
+                    mq = (
+                        self._pool_q[m]
+                        if self._pool_q is not None
+                        else self.model.query(pool[0][m])
+                    )
                     qb = torch.cat([q, mq])
             loss = self._logits_and_loss(xb, yb, qb)
             if not torch.isfinite(loss):
@@ -381,11 +393,9 @@ class OnlineLearner:
             unit="sample",
             leave=False,
         )
-        done = 0
-        for batch in stream:
+        for done, batch in enumerate(stream, 1):
             self._step(batch, pool, test_images, test_labels, ends)
             bar.update(len(batch))
-            done += 1
             if checkpoint is not None and checkpoint_every and done % checkpoint_every == 0:
                 self.save(checkpoint, stream)
             if stop_after is not None and done >= stop_after:
@@ -484,8 +494,10 @@ class OnlineLearner:
         from polyprompt.core.checkpoint import load_torch_state
 
         st = load_torch_state(Path(path))
+        if not isinstance(st, dict) or "stream" not in st:
+            raise CheckpointError(f"OnlineLearner.load: {path} is not a learner checkpoint")
+        stream.load_state_dict(st["stream"])  # InputError: written for another stream
         try:
-            stream.load_state_dict(st["stream"])
             params = dict(self.model.named_parameters())
             bufs = dict(self.model.named_buffers())
             with torch.no_grad():
@@ -509,5 +521,6 @@ class OnlineLearner:
             self.cls_acc = [[float(v) for v in r] for r in st["tasks"]["cls"]]
             self.trained_indices = [int(i) for i in st["trained_indices"]]
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"OnlineLearner.load: {path} does not fit this learner: {exc}") from None
-
+            raise CheckpointError(
+                f"OnlineLearner.load: {path} does not fit this learner: {exc}"
+            ) from None

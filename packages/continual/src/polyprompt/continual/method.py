@@ -105,7 +105,8 @@ class MVPConfig(PromptConfig):
             default, so that MVP and its DualPrompt baseline differ only in MVP's components)
             or ``random`` (``N(0, prompt_init_std^2)``; ``models/mvp.py`` uses ``torch.randn``).
         prompt_init_std: std of the random init (1.0 = ``torch.randn``).
-        frequency_penalty: frequency-scaled key distances for the selection.
+        frequency_penalty: frequency-scaled key distances for the selection (training).
+        penalty_in_eval: also at evaluation (``models/mvp.py`` does; the paper does not say).
         use_mask: instance-wise logit mask. mask_init: its initial value (-1).
         use_contrastive: contrastive key loss instead of the plain pull ``1 - cos``.
         contrastive_temperature: temperature of the contrastive key loss.
@@ -126,6 +127,7 @@ class MVPConfig(PromptConfig):
     prompt_init: str = "uniform"
     prompt_init_std: float = 1.0
     frequency_penalty: bool = True
+    penalty_in_eval: bool = False
     use_mask: bool = True
     mask_init: float = -1.0
     use_contrastive: bool = True
@@ -150,7 +152,11 @@ class MVPConfig(PromptConfig):
         )
         for name in ("g_length", "e_length", "pool_size", "top_k"):
             v = getattr(self, name)
-            r(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "must be an int >= 1")
+            r(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                name,
+                "must be an int >= 1",
+            )
         r(self.top_k <= self.pool_size, "top_k", "must be <= pool_size")
         r(bool(self.e_layers), "e_layers", "needs at least one block")
         r(not set(self.g_layers) & set(self.e_layers), "e_layers", "overlaps g_layers")
@@ -304,10 +310,13 @@ class MVP(PromptMethod):
             top_k=config.top_k,
             prefix_layers=len(config.e_layers) if prefix else None,
             frequency_penalty=config.frequency_penalty,
+            penalty_in_eval=config.penalty_in_eval,
             init=config.prompt_init,
             init_std=config.prompt_init_std,
         )
-        self.logit_mask = nn.Parameter(torch.full((config.pool_size, config.num_classes), float(config.mask_init)))
+        self.logit_mask = nn.Parameter(
+            torch.full((config.pool_size, config.num_classes), float(config.mask_init))
+        )
         self.logit_mask.requires_grad_(config.use_mask)
         self.head = nn.Linear(dim, config.num_classes)
 
@@ -367,9 +376,7 @@ class MVP(PromptMethod):
     def instance_mask(self, key_index: torch.Tensor) -> torch.Tensor:
         """``2 * sigmoid(mean of the selected keys' mask rows)`` ``(B, C)``; ones without mask."""
         if not self.config.use_mask:
-            return torch.ones(
-                key_index.shape[0], self.config.num_classes, device=key_index.device
-            )
+            return torch.ones(key_index.shape[0], self.config.num_classes, device=key_index.device)
         return 2.0 * torch.sigmoid(self.logit_mask[key_index].mean(1))
 
     def _key_loss(self, query: torch.Tensor, sel: Any) -> torch.Tensor:

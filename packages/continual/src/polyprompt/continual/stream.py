@@ -209,7 +209,10 @@ def build_schedule(labels: Sequence[int] | np.ndarray, config: SiBlurryConfig) -
     n_disjoint = int(len(classes) * cfg.disjoint_percent // 100)
     disjoint, blurry = order[:n_disjoint].tolist(), order[n_disjoint:].tolist()
     t = cfg.num_tasks
-    dc, bc = _cuts(rng, len(disjoint), t, cfg.stochastic), _cuts(rng, len(blurry), t, cfg.stochastic)
+    dc, bc = (
+        _cuts(rng, len(disjoint), t, cfg.stochastic),
+        _cuts(rng, len(blurry), t, cfg.stochastic),
+    )
     disjoint_classes = [sorted(int(c) for c in disjoint[dc[i] : dc[i + 1]]) for i in range(t)]
     blurry_classes = [sorted(int(c) for c in blurry[bc[i] : bc[i + 1]]) for i in range(t)]
 

@@ -4,8 +4,10 @@
 * **Action**: ``{"node": Discrete(max_nodes), "prompt": Box(-1, 1, (D,))}``; the prompt
   vector is scaled by ``max_z`` and *added* to the chosen node's prompt row.
 * **Reward**: decrease of the graph's downstream loss (cross-entropy of the projection head
-  on the frozen GIN's pooled output) caused by the step. The agent normalises rewards with
-  running statistics (RELIEF ``Normalization``), as :class:`~polyprompt.graph.relief.RELIEF`.
+  on the frozen GIN's pooled output) caused by the step; with ``normalize_reward=True`` it is
+  normalised by running mean / std (RELIEF ``reward.Normalization``, SB3 ``RunningMeanStd``),
+  as :class:`~polyprompt.graph.relief.RELIEF` does per rollout. ``info["raw_reward"]`` keeps
+  the raw decrease.
 * **Episode length**: the graph's node count (``terminated`` after ``n`` steps).
 
 Variable graph sizes, fixed-size view: Gymnasium spaces have fixed shapes, so the observation
@@ -68,8 +70,13 @@ class GraphPromptEnv(gym.Env):
         *,
         max_nodes: int | None = None,
         max_z: float = 0.5,
+        normalize_reward: bool = False,
     ) -> None:
         super().__init__()
+        from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+        self.normalize_reward = bool(normalize_reward)
+        self.reward_rms = RunningMeanStd(shape=())
         graphs = list(graphs)
         if not graphs:
             raise InputError("GraphPromptEnv: no graphs")
@@ -147,13 +154,20 @@ class GraphPromptEnv(gym.Env):
         if not invalid:
             self._prompt[node] += torch.from_numpy(np.clip(vec, -1.0, 1.0) * self.max_z)
         h, loss = self._forward()
-        reward = 0.0 if invalid else self._loss - loss
+        raw = 0.0 if invalid else self._loss - loss
+        reward = raw
+        if self.normalize_reward and not invalid:
+            self.reward_rms.update(np.array([raw]))
+            reward = (raw - float(self.reward_rms.mean)) / (
+                float(self.reward_rms.var) ** 0.5 + 1e-8
+            )
         self._loss = loss
         self._t += 1
         terminated = self._t >= self._n
         info = {
             "loss": loss,
             "invalid_node": invalid,
+            "raw_reward": float(raw),
             "prompt_ratio": float((self._prompt != 0).any(-1).float().mean()),
         }
         return self._obs(h), float(reward), terminated, False, info

@@ -173,9 +173,16 @@ def stratified_split(
         )
     idx = np.arange(len(data))
     y = data.labels.numpy()
-    rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
-    val_rel = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(rest, test_size=val_rel, stratify=y[rest], random_state=seed)
+    k = data.num_classes
+    n_test = max(k, int(round(test_fraction * len(data))))
+    n_val = max(k, int(round(val_fraction * len(data))))
+    if len(data) - n_test - n_val < k:
+        raise InputError(
+            f"stratified_split: {len(data)} samples are too few for {k}-class stratified "
+            f"train / val / test splits ({n_test} test, {n_val} val)"
+        )
+    rest, test = train_test_split(idx, test_size=n_test, stratify=y, random_state=seed)
+    train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=seed)
     return Splits(data.subset(np.sort(train)), data.subset(np.sort(val)), data.subset(np.sort(test)))
 
 
@@ -325,9 +332,13 @@ def load_image_folder(
     name: str | None = None,
     dedup: bool = True,
     class_names: Sequence[str] | None = None,
+    max_per_class: int | None = None,
     progress: bool = False,
 ) -> ImageSet:
     """``root/<class>/*.{png,jpg,...}`` -> :class:`ImageSet` (classes sorted by folder name).
+
+    ``max_per_class``: keep at most this many files per class, evenly spaced in sorted order
+    (deterministic; for fast tests and smoke runs).
 
     ``dedup``: drop exact duplicate files (same sha256), keeping the first in sorted order;
     the dropped pairs are listed in ``meta["duplicates"]``.
@@ -352,6 +363,9 @@ def load_image_folder(
         ) if (root / cls).is_dir() else []
         if not found:
             raise InputError(f"load_image_folder: class folder {root / cls} holds no images")
+        if max_per_class is not None and len(found) > max_per_class:
+            step = len(found) / max_per_class
+            found = [found[int(i * step)] for i in range(max_per_class)]
         files += found
         labels += [c] * len(found)
     duplicates: list[tuple[str, str]] = []
@@ -395,15 +409,26 @@ def br35h_root() -> Path:
 
 
 def load_br35h(
-    *, size: int = 32, channels: int = 1, cache: bool = True, progress: bool = True
+    *,
+    size: int = 32,
+    channels: int = 1,
+    cache: bool = True,
+    progress: bool = True,
+    max_per_class: int | None = None,
 ) -> ImageSet:
     """Br35H (3,000 labelled brain MRI slices, classes ``["no", "yes"]`` = normal / tumour).
 
     De-duplicated (exact duplicates by sha256), grey, ``size x size``, ``[0, 1]``. The
     preprocessed tensor is cached under ``polyprompt_home()/medical/`` keyed by the file
     list (names + sizes), ``size`` and ``channels``; the write is atomic.
+    ``max_per_class``: an evenly spaced subset (not cached), for tests and smoke runs.
     """
     root = br35h_root()
+    if max_per_class is not None:
+        return load_image_folder(
+            root, size=size, channels=channels, name="br35h", class_names=["no", "yes"],
+            max_per_class=max_per_class, progress=progress,
+        )
     listing = sorted(
         (p.parent.name, p.name, p.stat().st_size) for p in root.glob("*/*") if p.is_file()
     )

@@ -135,7 +135,7 @@ def _load_task(cfg: DemoConfig, data_path: str | None, progress: bool):
 
     if data_path is not None:
         splits = md.load_dataset(data_path, size=cfg.img_size, seed=cfg.split_seed, progress=progress)
-        name = Path(data_path).name
+        name = Path(data_path).stem if Path(data_path).is_file() else Path(data_path).name
     elif cfg.task == "colin27":
         splits = md.load_colin27_patches(patch=16, stride=6, seed=cfg.split_seed)
         name = "colin27-lobes"

@@ -60,7 +60,8 @@ class BackboneConfig(PromptConfig):
     """Architecture of a small ViT: timm (2-D) or MONAI (2-D / 3-D).
 
     Defaults: 32 x 32 grey input, 8 x 8 patches (16 tokens + CLS), width 64, 6 blocks of
-    4 heads (about 0.3 M parameters), CLS pooling.
+    4 heads (about 0.3 M parameters), CLS pooling (``pool="avg"``: no CLS token, mean of the
+    patch tokens).
     """
 
     kind: str = "timm"
@@ -72,6 +73,7 @@ class BackboneConfig(PromptConfig):
     depth: int = 6
     num_heads: int = 4
     mlp_ratio: float = 4.0
+    pool: str = "token"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,6 +85,7 @@ class BackboneConfig(PromptConfig):
             r(_is_int(getattr(self, n)) and getattr(self, n) >= 1, n, "must be an int >= 1")
         r(self.img_size % self.patch_size == 0, "patch_size", "must divide img_size")
         r(self.embed_dim % self.num_heads == 0, "num_heads", "must divide embed_dim")
+        r(self.pool in ("token", "avg"), "pool", "must be 'token' (CLS) or 'avg' (mean of patches)")
 
     def build(self) -> nn.Module:
         """A freshly initialised backbone adapter (no head)."""
@@ -100,7 +103,8 @@ class BackboneConfig(PromptConfig):
                 depth=self.depth,
                 num_heads=self.num_heads,
                 mlp_ratio=float(self.mlp_ratio),
-                global_pool="token",
+                global_pool=self.pool,
+                class_token=self.pool == "token",
             )
             return MedicalViTAdapter(vit)
         from monai.networks.nets import ViT
@@ -115,7 +119,7 @@ class BackboneConfig(PromptConfig):
             mlp_dim=int(self.embed_dim * self.mlp_ratio),
             num_layers=self.depth,
             num_heads=self.num_heads,
-            classification=True,
+            classification=self.pool == "token",
             num_classes=2,
             post_activation="none",
             spatial_dims=self.spatial_dims,

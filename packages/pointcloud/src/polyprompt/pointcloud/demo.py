@@ -82,7 +82,7 @@ class DemoConfig(PromptConfig):
 
     task: str = "furniture"
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 15
+    epochs: int = 8
     batch_size: int = 32
     num_points: int = 512
     lr_head: float = 1e-2
@@ -90,7 +90,7 @@ class DemoConfig(PromptConfig):
     lr_full: float = 5e-4
     lr_idpt: float = 5e-4
     weight_decay: float = 0.05
-    warmup_epochs: int = 2
+    warmup_epochs: int = 1
     num_tokens: int = 10
     augment: bool = False
     use_cache: bool = True

@@ -21,6 +21,8 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -234,6 +236,7 @@ def run_demo(
     stride: int = 128,
     threads: int | None = 1,
     config: Any = None,
+    resume: bool = True,
     progress: bool = True,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -249,6 +252,8 @@ def run_demo(
         window, stride: windowing of the recordings (watch / CSV).
         threads: ``torch.set_num_threads`` (1 is fastest for these small models on shared CPUs).
         config: a :class:`~polyprompt.timeseries.pipeline.PipelineConfig`.
+        resume: reuse ``out_dir/runs/<target>-seed<s>.json`` written by an earlier (possibly
+            interrupted) run with the same data and settings; each is written atomically.
     """
     import torch
 
@@ -284,6 +289,7 @@ def run_demo(
             f"{cfg.shots} labelled target windows per class",
             flush=True,
         )
+    key = hashlib.sha256(f"{data.fingerprint()}|{cfg.to_json()}".encode()).hexdigest()[:16]
     runs: list[dict[str, Any]] = []
     bar = progress_bar(total=len(tids) * len(seeds), desc="scenarios", enabled=progress, unit="run")
     ckpt = None
@@ -291,8 +297,18 @@ def run_demo(
         for t in tids:
             for s in seeds:
                 bar.set_postfix(target=names[t], seed=s)
+                done = out / "runs" / f"{names[t]}-seed{s}.json"
+                if resume and done.is_file():
+                    saved = json.loads(done.read_text())
+                    if saved.get("key") == key:  # same data and settings: reuse (resume)
+                        runs.append(saved["run"])
+                        bar.update(1)
+                        continue
                 res = run_scenario(data, t, cfg, s, verbose=False)
                 model = res.pop("pond_model", None)
+                write_json(
+                    done, {"key": key, "run": res}
+                )  # atomic: a kill never leaves half a file
                 if model is not None and ckpt is None:
                     model.set_phase("all")  # the whole prompt side: common, slots, heads
                     ckpt = save_prompt(
@@ -383,12 +399,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stride", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-resume", action="store_true", help="recompute scenarios already in OUT/runs"
+    )
     args = p.parse_args(argv)
     try:
         run_demo(
             quick=args.quick, out_dir=args.out, data_path=args.data, seeds=args.seeds,
             targets=args.targets, shots=args.shots, window=args.window, stride=args.stride,
-            threads=args.threads, progress=not args.no_progress,
+            threads=args.threads, progress=not args.no_progress, resume=not args.no_resume,
         )  # fmt: skip
     except PolypromptError as exc:
         print(f"error: {exc}")

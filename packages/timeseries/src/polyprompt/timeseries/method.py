@@ -20,8 +20,8 @@ is inferred ([I], ``shared/POND.md``) — every inferred choice is a :class:`PON
 
 Training phases (:meth:`POND.set_phase`; the 3-step schedule lives in
 :mod:`polyprompt.timeseries.pipeline`): ``"sources"`` (step 2a: P_c, P_i, g_i, probe, D),
-``"target"`` (step 2b: P_T, g_T, probe, D), ``"adapt"`` (step 3: P_T, g_T, head, optionally
-the backbone).
+``"target"`` (step 2b: P_T, g_T, probe, D), ``"adapt"`` (step 3: P_T, g_T, optionally the
+head and the backbone), ``"all"`` (every non-backbone parameter: for full prompt checkpoints).
 
 Domain ids: ``0 .. num_sources - 1`` are the sources, ``num_sources`` (= :attr:`POND.target_id`)
 is the target. ``forward(x)`` without ``domain`` uses the target prompts.

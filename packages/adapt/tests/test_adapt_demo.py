@@ -1,0 +1,37 @@
+import json
+
+import pytest
+
+from polyprompt.adapt.demo import DemoSettings, main, run
+
+
+def test_demo_writes_table_json_and_figures(tmp_path):
+    tiny = DemoSettings(
+        image_size=32, patch_size=4, n_source=12, n_target_train=8, n_target_test=6,
+        pretrain_epochs=1, iterations=2, batch_size=2,
+    )  # fmt: skip
+    result = run(quick=True, out_dir=tmp_path, seeds=1, progress=False, settings=tiny)
+    methods = [r["variant"] for r in result["rows"]]
+    assert methods == ["source_only", "self_training", "savpt", "coda"]
+    for row in result["rows"]:
+        assert 0 <= row["miou_mean"] <= 1 and row["checkpoint_bytes"] > 0
+        assert (row["savpt_params"] > 0) == (row["variant"] in ("savpt", "coda"))
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["rows"][3]["phases"]["all"] >= 1
+    table = (tmp_path / "results.md").read_text()
+    assert "mIoU hard (%)" in table and "CoDA (SAVPT + chain)" in table
+    assert (tmp_path / "miou.png").stat().st_size > 0
+    assert (tmp_path / "qualitative.png").stat().st_size > 0
+
+
+def test_lazy_exports_resolve():
+    import polyprompt.adapt as pa
+
+    for name in pa.__all__:
+        assert getattr(pa, name) is not None
+
+
+@pytest.mark.slow
+def test_quick_example_runs(tmp_path):
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.json").is_file()
