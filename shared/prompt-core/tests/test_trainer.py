@@ -395,3 +395,14 @@ def test_resume_with_changed_config_warns(tmp_path):
     Trainer(cfg(epochs=1, checkpoint_dir=str(tmp_path))).fit(make_model(), data)
     with pytest.warns(UserWarning, match="lr"):
         Trainer(cfg(epochs=2, lr=0.01, checkpoint_dir=str(tmp_path))).fit(make_model(), data)
+
+
+def test_batch_objects_with_their_own_to_are_moved():
+    pyg = pytest.importorskip("torch_geometric.data")  # the dev environment has every package
+    from polyprompt.core.trainer import _to_device
+
+    graph = pyg.Data(x=torch.zeros(3, 2), edge_index=torch.tensor([[0, 1], [1, 2]]))
+    batch = pyg.Batch.from_data_list([graph, graph])
+    moved = _to_device((batch, torch.zeros(2)), torch.device("cpu"), False)
+    assert isinstance(moved[0], pyg.Batch) and moved[0].num_graphs == 2
+    assert _to_device("text", torch.device("cpu"), False) == "text"

@@ -427,6 +427,9 @@ def _to_device(obj: Any, device: torch.device, non_blocking: bool) -> Any:
         return type(obj)(_to_device(v, device, non_blocking) for v in obj)
     if isinstance(obj, Mapping):
         return {k: _to_device(v, device, non_blocking) for k, v in obj.items()}
+    if callable(getattr(obj, "to", None)) and not isinstance(obj, (str, bytes, nn.Module)):
+        # batch objects with their own device move (torch_geometric Batch, HF BatchEncoding)
+        return obj.to(device)
     return obj
 
 
