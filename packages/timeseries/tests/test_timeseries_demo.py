@@ -44,3 +44,29 @@ def test_main_reports_bad_target(tmp_path, capsys):
 def test_quick_example(tmp_path):
     assert main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     assert (tmp_path / "results.md").is_file()
+
+
+def test_run_demo_on_adatime_layout(tmp_path):
+    """--data with a folder in AdaTime's layout (train_<d>.pt / test_<d>.pt) runs end to end."""
+    import numpy as np
+    import torch
+
+    root = tmp_path / "HHAR"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for dom in ("0", "1", "2"):
+        for split, n in (("train", 24), ("test", 12)):
+            y = np.arange(n) % 3
+            x = rng.normal(size=(n, 32, 3)) + y[:, None, None]  # (N, T, C) as AdaTime's HAR files
+            torch.save({"samples": torch.tensor(x, dtype=torch.float32), "labels": torch.tensor(y)},
+                       root / f"{split}_{dom}.pt")  # fmt: skip
+    cfg = PipelineConfig(
+        shots=2, patch_len=8, d_model=16, n_heads=2, d_ff=32, pretrain_epochs=1, prompt_epochs=1,
+        target_epochs=2, adapt_epochs=2, target_only_epochs=2, dann_epochs=1,
+    )  # fmt: skip
+    res = run_demo(
+        quick=True, out_dir=tmp_path / "out", data_path=root, config=cfg, targets=["2"],
+        progress=False, verbose=False,
+    )  # fmt: skip
+    assert res["config"]["split_by"] == "split"  # shots from train_2.pt, test = test_2.pt
+    assert {r["method"] for r in res["rows"]} == set(cfg.methods)
