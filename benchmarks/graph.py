@@ -180,6 +180,20 @@ def cost_rows(cfg, ds, train_idx) -> tuple[list[dict], dict]:
     return rows, speed
 
 
+def _plots(quality: dict, out: Path) -> None:
+    """``graph_roc_auc.png`` and ``graph_relief_training.png`` (the example's two plots)."""
+    import shutil
+    import tempfile
+
+    from polyprompt.graph.demo import write_outputs
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_outputs(quality, Path(tmp))
+        for name in ("roc_auc.png", "relief_training.png"):
+            shutil.copyfile(Path(tmp) / name, out / f"graph_{name}")
+
+
 def main(argv=None) -> int:
     args = parse_args(__doc__.split("\n\n")[0], argv)
     import torch
@@ -228,6 +242,7 @@ def main(argv=None) -> int:
         )
     )
     print(notes)
+    _plots(quality, Path(args.out))
     write_results(
         "graph",
         args.out,

@@ -82,7 +82,7 @@ class PretrainGraphConfig(PromptConfig):
         batch_size, lr: Adam settings (pretrain-gnns: 256 / 1e-3; GraphCL 128 / 1e-3).
         mask_rate: AttrMasking share of atoms masked (paper 0.15).
         aug_ratio: GraphCL node-drop / subgraph ratio (paper 0.2).
-        temperature: GraphCL NT-Xent temperature (official 0.1... code uses ``T = 0.1``).
+        temperature: GraphCL NT-Xent temperature (the official chem code uses ``T = 0.1``).
         max_molecules: cap on the unlabelled set (None = all).
     """
 
