@@ -101,14 +101,21 @@ def main(argv=None) -> int:
         if args.quick
         else main_methods + tuple(m for m in METHODS if m.startswith("mvp_no_")),
     )
-    quality = run_demo(
-        quick=False,
-        out_dir=args.out / "continual_run",
-        config=cfg,
-        backbone_factory=pre.backbone,
-        progress=True,
-        verbose=False,
-    )
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        quality = run_demo(
+            quick=False,
+            out_dir=tmp,
+            config=cfg,
+            backbone_factory=pre.backbone,
+            backbone_note=f"timm ViT ({pre.num_params():,} params) pre-trained in-situ on MNIST",
+            progress=True,
+            verbose=False,
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tmp) / "auc_curve.png", args.out / "continual.png")
     costs = update_cost(
         pre, ["mvp", "dualprompt", "l2p", "head_ft", "finetune"], 5 if args.quick else 10
     )
@@ -142,6 +149,8 @@ prompt-only safetensors (the whole model for full fine-tuning / ER). CPU, 1 torc
 2 cores were shared with other jobs (load ~4-8), so absolute times are inflated — compare rows
 within this run only. Peak RSS of the whole run: {peak_rss_bytes() / 2**20:.0f} MB. Total
 {time.perf_counter() - start:.0f} s.{" --quick: one seed, no ablations." if args.quick else ""}
+
+![accuracy on the seen classes along the stream (A_auc curves)](continual.png)
 """
     write_results(
         "continual",

@@ -187,6 +187,7 @@ def run_demo(
     config: DemoConfig | None = None,
     data: tuple[Any, Any] | None = None,
     backbone_factory: Any = None,
+    backbone_note: str = "custom backbone",
     progress: bool = True,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -198,6 +199,7 @@ def run_demo(
         data: ``(train ImageSet, test ImageSet)``; default optdigits.
         backbone_factory: ``() -> PromptableBackbone`` (fresh copy per run); default the
             MNIST-pre-trained digit ViT.
+        backbone_note: how the custom backbone is described in the title.
 
     Returns:
         ``{"rows": [...], "config": ..., "curves": ..., "table": markdown}``.
@@ -220,7 +222,6 @@ def run_demo(
 
     cfg = config if config is not None else (DemoConfig.quick() if quick else DemoConfig())
     out = Path(out_dir) if out_dir is not None else DEFAULT_OUT
-    backbone_note = "custom backbone"
     if backbone_factory is None:
         from polyprompt.continual.backbone import digit_backbone
 
