@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Total time {took:.0f} s; process peak RSS {peak_rss_bytes() / 2**20:.0f} MiB. "
         "Timings on a shared, contended 2-core machine are inflated.\n"
     )
+    from polyprompt.code.demo import grouped_plot
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    grouped_plot(result, args.out / f"{NAME}.png")
     write_results(
         NAME,
         args.out,

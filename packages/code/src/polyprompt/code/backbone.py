@@ -58,15 +58,15 @@ def _is_int(v: Any) -> bool:
 class CodeMLMConfig(PromptConfig):
     """Architecture of the small in-situ RoBERTa MLM (CodeBERT's layout, scaled down).
 
-    Defaults (~1.5 M parameters with an 8k vocabulary) pre-train on 2 CPU cores in a few
+    Defaults (~0.9 M parameters with a 4k vocabulary) pre-train on 2 CPU cores in a few
     minutes; dropout is off (a briefly trained small model underfits, and CPU dropout
     masks cost more than the matmuls). ``max_length`` is the token context; RoBERTa reserves two more positions
     (``max_position_embeddings = max_length + 2``, padding offset).
     """
 
-    vocab_size: int = 8000
+    vocab_size: int = 4000
     hidden_size: int = 128
-    num_layers: int = 4
+    num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 256
     max_length: int = 128

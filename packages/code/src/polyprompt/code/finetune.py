@@ -91,7 +91,9 @@ class CodeClassifier(PromptMethod):
             self.head = RobertaClassificationHead(cfg)
             backbone.requires_grad_(True)
             backbone.model.lm_head.requires_grad_(False)  # unused by this method ...
-            backbone.model.base_model.requires_grad_(True)  # ... but its decoder is tied to the embeddings
+            backbone.model.base_model.requires_grad_(
+                True
+            )  # ... but its decoder is tied to the embeddings
         else:
             freeze_backbone(backbone)
             self.head = nn.Linear(dim, 2)

@@ -68,7 +68,7 @@ class PretrainConfig(PromptConfig):
 
     languages: tuple[str, ...] = ("python", "java", "go", "javascript")
     functions_per_language: int = 2500
-    steps: int = 600
+    steps: int = 2000
     batch_size: int = 16
     lr: float = 1e-3
     warmup_fraction: float = 0.06
