@@ -35,3 +35,32 @@ def test_lazy_exports_resolve():
 def test_quick_example_runs(tmp_path):
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "results.json").is_file()
+
+
+def test_demo_runs_on_the_official_folder_layouts(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def png(path, arr):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(path)
+
+    for i in range(4):
+        img = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        if i % 2:
+            img //= 8  # a night image: hard by the dark-pixel rule
+        lab = rng.integers(0, 19, (40, 48)).astype(np.uint8)
+        png(tmp_path / f"cityscapes/leftImg8bit/train/aachen/a_{i}_leftImg8bit.png", img)
+        png(tmp_path / f"cityscapes/gtFine/train/aachen/a_{i}_gtFine_labelTrainIds.png", lab)
+        for split in ("train", "val"):
+            cond = "night" if i % 2 else "fog"
+            png(tmp_path / f"acdc/rgb_anon/{cond}/{split}/GP01/g_{i}_rgb_anon.png", img)
+            png(tmp_path / f"acdc/gt/{cond}/{split}/GP01/g_{i}_gt_labelTrainIds.png", lab)
+    tiny = DemoSettings(pretrain_epochs=1, iterations=2, batch_size=2)
+    result = run(
+        quick=True, seeds=1, data=tmp_path, target="acdc", size=32, progress=False, settings=tiny
+    )
+    assert result["n_easy"] == 2 and result["n_hard"] == 2
+    assert len(result["rows"]) == 4

@@ -101,3 +101,15 @@ def test_registry_and_prompt_checkpoint_round_trip(tiny_mit, tmp_path):
     x = torch.rand(2, 3, 32, 32)
     model.eval(), other.eval()
     assert torch.equal(model(x), other(x))
+
+
+def test_prompt_lr_multiplier_is_a_reparameterisation(tiny_mit):
+    model = _model(tiny_mit, prompt_lr_mult=10.0)
+    x = torch.rand(1, 3, 32, 32)
+    hard = torch.tensor([True])
+    assert torch.equal(model.savpt.prompt_images(x, hard), x)  # still the identity at init
+    with torch.no_grad():
+        model.savpt.hard_prompt.patches.fill_(0.01)
+    out = model.savpt.prompt_images(x, hard)
+    assert torch.allclose((out - x)[0, :, 0, 0], torch.full((3,), 0.1))  # 10 x theta
+    assert model.savpt.adapter.hard.scale == 10.0

@@ -41,10 +41,11 @@ class DemoSettings:
     n_target_train: int = 160
     n_target_test: int = 120
     pretrain_epochs: int = 20
-    iterations: int = 60
+    iterations: int = 80
     batch_size: int = 4
-    lr: float = 2e-4
+    lr: float = 6e-5  # the paper's AdamW learning rate
     mic: bool = False
+    prompt_lr_mult: float = 10.0  # the official config's lr_mult for non-encoder parts
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -138,7 +139,10 @@ def run(
             model = CoDA(
                 copy.deepcopy(net),
                 CoDAConfig(
-                    image_size=st.image_size, patch_size=st.patch_size, use_savpt=variant.uses_savpt
+                    image_size=st.image_size,
+                    patch_size=st.patch_size,
+                    use_savpt=variant.uses_savpt,
+                    prompt_lr_mult=st.prompt_lr_mult,
                 ),
             )
             cfg = SelfTrainingConfig.scaled(
@@ -252,7 +256,7 @@ def group_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
     from polyprompt.core.io import atomic_write
 
-    fig = Figure(figsize=(8, 3.8), dpi=120)
+    fig = Figure(figsize=(8, 4.4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     groups = ("miou", "easy", "hard")
@@ -265,7 +269,7 @@ def group_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(["all target", "easy (fog)", "hard (dark)"])
     ax.set_ylabel("mIoU (%)")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

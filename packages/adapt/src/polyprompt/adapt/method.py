@@ -44,6 +44,7 @@ class CoDAConfig(PromptConfig):
     patch_size: int = 64
     num_patches: int = 5
     adapter_reduction: int = 4
+    prompt_lr_mult: float = 1.0
     dark_threshold: float = 40.0
     dark_fraction: float = 0.05
     train_backbone: bool = True
@@ -60,6 +61,7 @@ class CoDAConfig(PromptConfig):
         )
         self.require(1 <= self.num_patches <= 5, "num_patches", "must be in 1..5")
         self.require(self.adapter_reduction >= 1, "adapter_reduction", "must be >= 1")
+        self.require(self.prompt_lr_mult > 0, "prompt_lr_mult", "must be > 0")
         DarkPixelRule(self.dark_threshold, self.dark_fraction)  # validates both
 
     @property
@@ -95,6 +97,7 @@ class CoDA(PromptMethod):
                 patch_size=config.patch_size,
                 reduction=config.adapter_reduction,
                 num_patches=config.num_patches,
+                lr_mult=config.prompt_lr_mult,
             )
 
     @property

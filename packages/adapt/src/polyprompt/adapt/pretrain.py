@@ -1,7 +1,8 @@
 """In-situ source pre-training of the SegFormer, cached under ``polyprompt_home()``.
 
 No SegFormer / MiT weights ship in a wheel, so the examples train the small MiT +
-all-MLP decoder on the labelled *source* scenes (AdamW, cross-entropy, ignore 255) with
+all-MLP decoder on the labelled *source* scenes (AdamW, cosine schedule, cross-entropy, ignore 255; SegFormer's
+photometric distortion + flip augmentation) with
 the core :class:`~polyprompt.core.trainer.Trainer`, and cache the weights at
 ``polyprompt_home()/adapt/segformer-<key>.safetensors`` (atomic write). ``key`` hashes the
 architecture, the training settings and the source data's fingerprint, so a change in
@@ -31,7 +32,7 @@ from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import CheckpointError, InputError
 from polyprompt.core.io import atomic_write, polyprompt_home
 
-_FORMAT = "1"
+_FORMAT = "2"
 
 
 @dataclass
@@ -64,8 +65,30 @@ def cache_path(mit: MiTConfig, cfg: PretrainConfig, source: SegmentationSet) -> 
     return polyprompt_home() / "adapt" / f"segformer-{key}.safetensors"
 
 
+def photometric_distortion(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """mmseg's ``PhotoMetricDistortion`` + ``RandomFlip`` of SegFormer's training pipeline,
+    per image: brightness delta U(-32, 32)/255, contrast and saturation U(0.5, 1.5) (each with
+    p 0.5), horizontal flip (p 0.5). Uses the global torch RNG (seeded by the Trainer)."""
+    b = x.shape[0]
+
+    def coin() -> torch.Tensor:
+        return (torch.rand(b, 1, 1, 1) < 0.5).float()
+
+    x = x + coin() * (torch.rand(b, 1, 1, 1) * 64 - 32) / 255
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = mean + (x - mean) * (1 + coin() * (torch.rand(b, 1, 1, 1) - 0.5))
+    gray = x.mean(1, keepdim=True)
+    x = gray + (x - gray) * (1 + coin() * (torch.rand(b, 1, 1, 1) - 0.5))
+    flip = torch.rand(b) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+    y = torch.where(flip.view(b, 1, 1), y.flip(-1), y)
+    return x.clamp(0, 1), y
+
+
 def _step(model: SegFormerBackbone, batch):
     x, y = batch
+    if model.training:
+        x, y = photometric_distortion(x, y)
     logits = model(x)
     return F.cross_entropy(logits, y, ignore_index=255), logits, y
 

@@ -58,10 +58,10 @@ class SeverityRoutedAdapter(nn.Module):
     Shapes: ``forward(x (B, C, H, W), hard (B,) bool)`` -> ``(B, C, H, W)``.
     """
 
-    def __init__(self, dim: int, hidden: int, kernel_size: int = 7) -> None:
+    def __init__(self, dim: int, hidden: int, kernel_size: int = 7, scale: float = 1.0) -> None:
         super().__init__()
-        self.easy = Bottleneck(dim, hidden, activation="gelu", scale=1.0)
-        self.hard = Bottleneck(dim, hidden, activation="gelu", scale=1.0)
+        self.easy = Bottleneck(dim, hidden, activation="gelu", scale=scale)
+        self.hard = Bottleneck(dim, hidden, activation="gelu", scale=scale)
         self.attention = SpatialAttention(kernel_size)
         self.dim = dim
 
@@ -82,6 +82,11 @@ class SAVPT(nn.Module):
         patch_size: prompt patch side (paper: 64 on 512-1024 px crops).
         reduction: bottleneck ratio (paper: 64 -> 16, i.e. 4).
         num_patches: 5 = four corners + centre (fewer: the first ``num_patches`` of them).
+        lr_mult: learning-rate multiplier of the prompts and adapters, as a reparameterisation
+            (prompt = ``lr_mult * theta``, adapter output scaled by ``lr_mult``): with Adam the
+            update of the effective prompt is ``lr_mult`` times larger, like the official
+            config's ``lr_mult=10`` for non-encoder parts (the core Trainer has one lr).
+            ``1`` (default) leaves the parameters as they are; zero init stays the identity.
     """
 
     def __init__(
@@ -91,8 +96,10 @@ class SAVPT(nn.Module):
         patch_size: int = 64,
         reduction: int = 4,
         num_patches: int = 5,
+        lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
+        self.lr_mult = float(lr_mult)
         from polyprompt.core.prompts.pixel import PatchPosition
 
         positions = [
@@ -104,7 +111,9 @@ class SAVPT(nn.Module):
         ][:num_patches]
         self.easy_prompt = PixelPrompt(image_size, 3, patch_size=patch_size, positions=positions)
         self.hard_prompt = PixelPrompt(image_size, 3, patch_size=patch_size, positions=positions)
-        self.adapter = SeverityRoutedAdapter(stage1_dim, max(1, stage1_dim // reduction))
+        self.adapter = SeverityRoutedAdapter(
+            stage1_dim, max(1, stage1_dim // reduction), scale=self.lr_mult
+        )
         self.image_size = (self.easy_prompt.height, self.easy_prompt.width)
         self.patch_size = self.easy_prompt.patch_size
 
@@ -126,7 +135,7 @@ class SAVPT(nn.Module):
         canvas = torch.where(
             hard.view(-1, 1, 1, 1), self.hard_prompt.canvas(), self.easy_prompt.canvas()
         )
-        return images + canvas.to(images.dtype)
+        return images + (self.lr_mult * canvas).to(images.dtype)
 
     def adapt_features(self, features: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
         return self.adapter(features, hard)

@@ -4,7 +4,7 @@
   ``gtFine/<split>/<city>/<name>_gtFine_labelTrainIds.png``.
 * **ACDC** (target): ``rgb_anon/<condition>/<split>/<seq>/<name>_rgb_anon.png`` with
   ``gt/<condition>/<split>/<seq>/<name>_gt_labelTrainIds.png``; conditions ``fog``,
-  ``night``, ``rain``, ``snow`` (tags of the images).
+  ``night``, ``rain``, ``snow`` (tags of the images; absent condition folders are skipped).
 * **Dark Zurich**: ``rgb_anon/<split>/night/<seq>/<name>_rgb_anon.png`` with
   ``gt/<split>/night/<seq>/<name>_gt_labelTrainIds.png`` (``train`` has no labels).
 * **Foggy Zurich**: ``lists_file_names/RGB_<split>_filenames.txt`` (image paths relative to
@@ -150,7 +150,12 @@ def acdc(
     all_imgs: list[Path] = []
     all_lbls: list[Path] = []
     tags: list[str] = []
-    for cond in conditions:
+    present = [c for c in conditions if (root / "rgb_anon" / c / split).is_dir()]
+    if not present:
+        raise InputError(
+            f"acdc: no condition folder of {list(conditions)} under {root / 'rgb_anon'}"
+        )
+    for cond in present:
         imgs, lbls = _paired(
             root / "rgb_anon" / cond / split,
             root / "gt" / cond / split if labels else None,

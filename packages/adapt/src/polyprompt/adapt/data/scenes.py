@@ -19,8 +19,8 @@ How a scene is made (everything from wheels, no download; see ``shared/DATA.md``
    the digit class (``3 + position in digits``) where the ink alpha is > 0.5.
 4. **Target severity** (only the target) -- half of the scenes get *fog* (easy):
    ``I t + A (1 - t)``, transmission ``t`` in U(0.45, 0.65) fading towards the top, airlight
-   ``A`` in U(0.75, 0.85); the other half get *darkness + noise* (hard): ``s I^1.6`` with
-   ``s`` in U(0.12, 0.3) plus Gaussian sensor noise (sigma 0.03) -- a night scene. The tag
+   ``A`` in U(0.75, 0.85); the other half get *darkness + noise* (hard): ``s I^1.4`` with
+   ``s`` in U(0.25, 0.45) plus Gaussian sensor noise (sigma 0.02) -- a night scene. The tag
    is stored, but CoDA never reads it: severity comes from the image through the
    paper's rule (:mod:`polyprompt.adapt.severity`); the tests check the two agree.
 
@@ -49,7 +49,7 @@ from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import InputError
 
 TEXTURES = ("brick", "grass", "gravel")
-_FORMAT = "1"
+_FORMAT = "2"
 _TINTS = {"brick": (1.0, 0.58, 0.48), "grass": (0.6, 1.0, 0.55), "gravel": (0.8, 0.84, 0.95)}
 
 
@@ -212,9 +212,9 @@ def add_fog(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def add_darkness(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Hard target condition: night (gamma 1.6, exposure 0.12-0.3) plus sensor noise."""
-    dark = rng.uniform(0.12, 0.3) * img**1.6
-    noise = rng.normal(0.0, 0.03, size=img.shape).astype(np.float32)
+    """Hard target condition: night (gamma 1.4, exposure 0.25-0.45) plus sensor noise."""
+    dark = rng.uniform(0.25, 0.45) * img**1.4
+    noise = rng.normal(0.0, 0.02, size=img.shape).astype(np.float32)
     return np.clip(dark + noise, 0, 1).astype(np.float32)
 
 
