@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import parse_args, time_fn, write_results  # noqa: E402
+from _harness import parse_args, time_fn, write_results
 
 MiB = 1024 * 1024
 
@@ -89,8 +89,10 @@ def step_and_memory(pretrained, batch: int = 64) -> list[dict]:
                 "train_memory_MiB": (saved + state) / MiB,
             }
         )
-        print(f"{label:>28}: {timing['median_s'] * 1e3:.0f} ms/step, "
-              f"{(saved + state) / MiB:.1f} MiB", flush=True)
+        print(
+            f"{label:>28}: {timing['median_s'] * 1e3:.0f} ms/step, {(saved + state) / MiB:.1f} MiB",
+            flush=True,
+        )
     full = rows[0]
     for r in rows:
         r["time_vs_full"] = r["step_s"] / full["step_s"]
@@ -132,9 +134,20 @@ def main() -> None:
     )
     speed = step_and_memory(pretrained)
     quality = [
-        {k: r[k] for k in ("method", "label_fraction", "kappa_mean", "kappa_std",
-                           "accuracy_mean", "auc_mean", "trainable_percent", "checkpoint_bytes",
-                           "seconds_mean")}
+        {
+            k: r[k]
+            for k in (
+                "method",
+                "label_fraction",
+                "kappa_mean",
+                "kappa_std",
+                "accuracy_mean",
+                "auc_mean",
+                "trainable_percent",
+                "checkpoint_bytes",
+                "seconds_mean",
+            )
+        }
         for r in result["rows"]
     ]
     notes = "\n".join(

@@ -30,8 +30,13 @@ def make_timm_vit(in_chans: int = 1, depth: int = 6, dim: int = 32, img: int = 3
 
     torch.manual_seed(seed)
     vit = VisionTransformer(
-        img_size=img, patch_size=8, in_chans=in_chans, embed_dim=dim, depth=depth,
-        num_heads=4, num_classes=0,
+        img_size=img,
+        patch_size=8,
+        in_chans=in_chans,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=4,
+        num_classes=0,
     )
     return MedicalViTAdapter(vit.eval())
 
@@ -44,8 +49,16 @@ def make_monai_vit(depth: int = 3, dim: int = 32, cls: bool = True, seed: int = 
 
     torch.manual_seed(seed)
     vit = ViT(
-        in_channels=1, img_size=16, patch_size=8, hidden_size=dim, mlp_dim=2 * dim,
-        num_layers=depth, num_heads=4, classification=cls, spatial_dims=3, qkv_bias=True,
+        in_channels=1,
+        img_size=16,
+        patch_size=8,
+        hidden_size=dim,
+        mlp_dim=2 * dim,
+        num_layers=depth,
+        num_heads=4,
+        classification=cls,
+        spatial_dims=3,
+        qkv_bias=True,
     )
     return MonaiViTAdapter(vit.eval())
 

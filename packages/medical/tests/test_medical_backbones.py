@@ -22,7 +22,7 @@ def test_monai_adapter_matches_monai_forward(monai_vit):
 
 
 def test_monai_adapter_without_cls_mean_pools(vits):
-    bb = vits['monai'](cls=False)
+    bb = vits["monai"](cls=False)
     tokens = bb.norm(bb.forward_blocks(bb.embed(torch.rand(2, 1, 16, 16, 16))))
     assert bb.num_prefix_tokens == 0 and tokens.shape == (2, 8, 32)
     assert torch.allclose(bb.pool(tokens), tokens.mean(1))
@@ -91,4 +91,6 @@ def test_rgb_input_to_grey_timm_model(timm_vit):
     rgb = torch.rand(2, 3, 32, 32)
     grey = 0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]
     with torch.no_grad():
-        assert torch.allclose(timm_vit.forward_features(rgb), timm_vit.forward_features(grey), atol=1e-5)
+        assert torch.allclose(
+            timm_vit.forward_features(rgb), timm_vit.forward_features(grey), atol=1e-5
+        )

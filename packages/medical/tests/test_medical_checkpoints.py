@@ -32,12 +32,18 @@ def clip_visual_state(seed: int = 0) -> dict[str, torch.Tensor]:
     for i in range(LAYERS):
         p = f"visual.transformer.resblocks.{i}."
         sd |= {
-            p + "ln_1.weight": 1 + r(W), p + "ln_1.bias": r(W),
-            p + "attn.in_proj_weight": r(3 * W, W, s=0.2), p + "attn.in_proj_bias": r(3 * W),
-            p + "attn.out_proj.weight": r(W, W, s=0.2), p + "attn.out_proj.bias": r(W),
-            p + "ln_2.weight": 1 + r(W), p + "ln_2.bias": r(W),
-            p + "mlp.c_fc.weight": r(4 * W, W, s=0.2), p + "mlp.c_fc.bias": r(4 * W),
-            p + "mlp.c_proj.weight": r(W, 4 * W, s=0.2), p + "mlp.c_proj.bias": r(W),
+            p + "ln_1.weight": 1 + r(W),
+            p + "ln_1.bias": r(W),
+            p + "attn.in_proj_weight": r(3 * W, W, s=0.2),
+            p + "attn.in_proj_bias": r(3 * W),
+            p + "attn.out_proj.weight": r(W, W, s=0.2),
+            p + "attn.out_proj.bias": r(W),
+            p + "ln_2.weight": 1 + r(W),
+            p + "ln_2.bias": r(W),
+            p + "mlp.c_fc.weight": r(4 * W, W, s=0.2),
+            p + "mlp.c_fc.bias": r(4 * W),
+            p + "mlp.c_proj.weight": r(W, 4 * W, s=0.2),
+            p + "mlp.c_proj.bias": r(W),
         }
     return sd
 

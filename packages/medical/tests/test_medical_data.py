@@ -74,7 +74,7 @@ def test_aptos_layout(tmp_path):
     data = md.load_aptos(_write_aptos(tmp_path / "aptos"), size=16, channels=3)
     assert data.images.shape == (10, 3, 16, 16) and data.num_classes == 5
     assert data.labels.tolist() == [i % 5 for i in range(10)]
-    assert 0.0 <= float(data.images.min()) and float(data.images.max()) <= 1.0
+    assert float(data.images.min()) >= 0.0 and float(data.images.max()) <= 1.0
     grey = md.load_aptos(tmp_path / "aptos", size=16, channels=1)
     assert grey.images.shape == (10, 1, 16, 16)
 
@@ -125,7 +125,9 @@ def test_image_folder_dedup_alpha_and_real_br35h_files(tmp_path):
 
 def test_split_and_label_fraction():
     g = torch.Generator().manual_seed(0)
-    data = md.ImageSet(torch.rand(100, 1, 8, 8, generator=g), torch.arange(100) % 2, ["a", "b"], "t")
+    data = md.ImageSet(
+        torch.rand(100, 1, 8, 8, generator=g), torch.arange(100) % 2, ["a", "b"], "t"
+    )
     s = md.stratified_split(data, val_fraction=0.2, test_fraction=0.2, seed=0)
     assert s.sizes() == {"train": 60, "val": 20, "test": 20}
     ids = [set(x.ids) for x in (s.train, s.val, s.test)]
@@ -161,14 +163,16 @@ def _nifti_tree(root, spacing_b=(1.0, 1.0, 1.0)):
     for cls in ("a", "b"):
         (root / cls).mkdir(parents=True)
         for i in range(3):
-            _write_nifti(root / cls / f"v{i}.nii.gz", spacing=spacing_b if cls == "b" else (1, 1, 1))
+            _write_nifti(
+                root / cls / f"v{i}.nii.gz", spacing=spacing_b if cls == "b" else (1, 1, 1)
+            )
     return root
 
 
 def test_nifti_folder_loads_through_monai(tmp_path):
     data = md.load_nifti_folder(_nifti_tree(tmp_path / "nii"), size=8)
     assert data.images.shape == (6, 1, 8, 8, 8) and data.class_names == ["a", "b"]
-    assert 0.0 <= float(data.images.min()) and float(data.images.max()) <= 1.0
+    assert float(data.images.min()) >= 0.0 and float(data.images.max()) <= 1.0
     splits = md.load_dataset(tmp_path / "nii", size=8)
     assert sum(splits.sizes().values()) == 6
 
@@ -196,7 +200,9 @@ def test_dicom_ct_window_and_corrupt(tmp_path):
     assert info["modality"] == "CT" and img.shape == (1, 128, 128)
     assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
     narrow, _ = md.load_dicom(ct, window=(40.0, 80.0))
-    assert (narrow == 1.0).float().mean() > (img == 1.0).float().mean()  # narrower window clips more
+    assert (narrow == 1.0).float().mean() > (
+        img == 1.0
+    ).float().mean()  # narrower window clips more
     mr, info = md.load_dicom(get_testdata_file("MR_small.dcm"))
     assert info["modality"] == "MR" and float(mr.max()) == pytest.approx(1.0)
     (tmp_path / "bad.dcm").write_bytes(b"DICM" * 10)

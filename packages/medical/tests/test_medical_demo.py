@@ -31,11 +31,21 @@ def test_demo_on_a_small_medmnist_npz(tmp_path):
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y.reshape(n, 1)
     np.savez(tmp_path / "tiny.npz", **arrays)
     cfg = DemoConfig(
-        methods=("linear_probe", "dvpt"), seeds=(0,), label_fractions=(1.0, 0.5), epochs=2,
-        img_size=16, pretrain_epochs=1,
+        methods=("linear_probe", "dvpt"),
+        seeds=(0,),
+        label_fractions=(1.0, 0.5),
+        epochs=2,
+        img_size=16,
+        pretrain_epochs=1,
     )
-    res = run_demo(False, tmp_path / "out", config=cfg, data_path=str(tmp_path / "tiny.npz"),
-                   progress=False, verbose=False)
+    res = run_demo(
+        False,
+        tmp_path / "out",
+        config=cfg,
+        data_path=str(tmp_path / "tiny.npz"),
+        progress=False,
+        verbose=False,
+    )
     assert {r["method"] for r in res["rows"]} == {"linear_probe", "dvpt"}
     assert len(res["rows"]) == 4 and all(-1 <= r["kappa_mean"] <= 1 for r in res["rows"])
     for key in ("json", "markdown", "plot_labels", "plot_trainable"):

@@ -80,18 +80,27 @@ def test_official_variant_pools_cls_and_prompts(timm_vit):
 
 
 def test_placement_per_layer_and_shared(vits):
-    bb = vits['timm'](depth=6)
+    bb = vits["timm"](depth=6)
     shared = create("dvpt", bb, num_classes=2, hidden=4)
-    assert len(shared.dvpt) == 2 and [shared.module_index(i) for i in range(6)] == [0, 0, 0, 1, 1, 1]
-    per_layer = create("dvpt", vits['timm'](depth=6), num_classes=2, hidden=4, share_every=1)
+    assert len(shared.dvpt) == 2 and [shared.module_index(i) for i in range(6)] == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+    ]
+    per_layer = create("dvpt", vits["timm"](depth=6), num_classes=2, hidden=4, share_every=1)
     assert len(per_layer.dvpt) == 6
-    upper = create("dvpt", vits['timm'](depth=6), num_classes=2, hidden=4, first_block=4, share_every=1)
+    upper = create(
+        "dvpt", vits["timm"](depth=6), num_classes=2, hidden=4, first_block=4, share_every=1
+    )
     assert [upper.module_index(i) for i in range(6)] == [None] * 4 + [0, 1]
     assert upper.cache_point == 4
 
 
 def test_feature_cache_path_equals_direct(vits):
-    model = create("dvpt", vits['timm'](depth=6), num_classes=2, hidden=4, first_block=3)
+    model = create("dvpt", vits["timm"](depth=6), num_classes=2, hidden=4, first_block=3)
     _open_gates(model)
     cache = FeatureCache(model.backbone, model.cache_point, in_memory=True)
     x = torch.rand(5, 1, 32, 32)
@@ -106,13 +115,13 @@ def test_feature_cache_path_equals_direct(vits):
 
 
 def test_save_load_identical_outputs(tmp_path, vits):
-    model = create("dvpt", vits['timm'](), num_classes=2, hidden=4)
+    model = create("dvpt", vits["timm"](), num_classes=2, hidden=4)
     _open_gates(model, 0.3)
     with torch.no_grad():
         for p in model.dvpt.parameters():
             p.add_(0.01 * torch.randn_like(p))
     save_prompt(model, tmp_path / "ckpt")
-    fresh = create("dvpt", vits['timm'](), num_classes=2, hidden=4)
+    fresh = create("dvpt", vits["timm"](), num_classes=2, hidden=4)
     load_prompt(fresh, tmp_path / "ckpt")
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
@@ -137,7 +146,7 @@ def test_dynamic_prompts_accessor(timm_vit, vits):
     model = create("dvpt", timm_vit, num_classes=2, hidden=4, num_prompts=5)
     dyn = model.dynamic_prompts(torch.rand(2, 1, 32, 32), block=4)
     assert dyn.shape == (2, 5, 4)
-    official = create("dvpt", vits['timm'](), num_classes=2, variant="official", hidden=4)
+    official = create("dvpt", vits["timm"](), num_classes=2, variant="official", hidden=4)
     with pytest.raises(ConfigError):
         official.dynamic_prompts(torch.rand(1, 1, 32, 32))
 
@@ -152,5 +161,5 @@ def test_bad_configs(vits):
     assert DVPTConfig(num_classes=2, variant="official").num_prompts == 50
     assert DVPTConfig(num_classes=2).num_prompts == 10
     with pytest.raises(InputError, match="first_block"):
-        create("dvpt", vits['timm'](depth=2), num_classes=2, first_block=2)
-    assert math.ceil(6 / 3) == len(create("dvpt", vits['timm'](), num_classes=2).dvpt)
+        create("dvpt", vits["timm"](depth=2), num_classes=2, first_block=2)
+    assert math.ceil(6 / 3) == len(create("dvpt", vits["timm"](), num_classes=2).dvpt)

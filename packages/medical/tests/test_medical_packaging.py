@@ -21,3 +21,10 @@ def test_methods_registered():
 
     assert get_method("dvpt") is DVPT
     assert get_method("adaptformer") is AdaptFormer and get_method("ssf") is SSF
+
+
+def test_every_lazy_export_resolves():
+    import polyprompt.medical as med
+
+    for name in dir(med):
+        assert getattr(med, name) is not None, name

@@ -37,9 +37,7 @@ def test_ssf_identity_with_zero_std_and_hooks(kind, vits):
         assert not torch.allclose(changed, ref)
     model.train()
     model(x).sum().backward()
-    assert all(
-        p.grad is not None for n, p in model.named_parameters() if n.startswith("ssf.")
-    )
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("ssf."))
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("backbone."))
     model.remove_hooks()
     with torch.no_grad():
@@ -47,6 +45,6 @@ def test_ssf_identity_with_zero_std_and_hooks(kind, vits):
 
 
 def test_ssf_covers_linears_and_norms(vits):
-    model = create("ssf", vits['timm'](depth=2), num_classes=2)
+    model = create("ssf", vits["timm"](depth=2), num_classes=2)
     # per block: norm1, qkv, proj, norm2, fc1, fc2 (+ the final norm)
     assert len(model.ssf) == 2 * 6 + 1

@@ -19,8 +19,16 @@ def _fit_eval(method, backbone, splits, epochs, lr, **opts):
     torch.manual_seed(0)
     model = create(method, backbone, num_classes=splits.train.num_classes, **opts)
     trainer = Trainer(
-        TrainerConfig(epochs=epochs, batch_size=32, lr=lr, scheduler="cosine", warmup_epochs=1,
-                      progress=False, device="cpu", seed=0),
+        TrainerConfig(
+            epochs=epochs,
+            batch_size=32,
+            lr=lr,
+            scheduler="cosine",
+            warmup_epochs=1,
+            progress=False,
+            device="cpu",
+            seed=0,
+        ),
         metric="accuracy",
     )
     trainer.fit(model, splits.train.dataset(), splits.val.dataset())
@@ -53,9 +61,14 @@ def test_dvpt_beats_linear_probe_on_br35h():
     from polyprompt.medical.pretrain import BackboneConfig, PretrainConfig, pretrain_backbone
 
     splits = stratified_split(load_br35h(size=32, progress=False), seed=0)
-    pb = pretrain_backbone(splits.train.images, arch=BackboneConfig(),
-                           train=PretrainConfig(epochs=4), name="br35h-vit", progress=False,
-                           verbose=False)
+    pb = pretrain_backbone(
+        splits.train.images,
+        arch=BackboneConfig(),
+        train=PretrainConfig(epochs=4),
+        name="br35h-vit",
+        progress=False,
+        verbose=False,
+    )
     probe = _fit_eval("linear_probe", pb.backbone(), splits, 6, 3e-3)
     dvpt = _fit_eval("dvpt", pb.backbone(), splits, 6, 3e-3)
     assert dvpt > probe + 0.03, (dvpt, probe)

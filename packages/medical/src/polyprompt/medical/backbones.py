@@ -112,7 +112,9 @@ def prepare_image(
         if c == 1 and in_chans == 3:
             x = x.expand(-1, 3, *x.shape[2:])
         elif c == 3 and in_chans == 1:
-            w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, *([1] * spatial_dims))
+            w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(
+                1, 3, *([1] * spatial_dims)
+            )
             x = (x * w).sum(dim=1, keepdim=True)
         else:
             raise InputError(

@@ -172,9 +172,7 @@ def load_official_vit(
     from polyprompt.medical.backbones import MedicalViTAdapter
 
     state = (
-        read_state_dict(checkpoint)
-        if isinstance(checkpoint, (str, Path))
-        else dict(checkpoint)  # type: ignore[arg-type]
+        read_state_dict(checkpoint) if isinstance(checkpoint, (str, Path)) else dict(checkpoint)  # type: ignore[arg-type]
     )
     layout = detect_layout(state)
     if layout == "clip":
@@ -226,7 +224,9 @@ def load_official_vit(
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        raise CheckpointError(f"load_official_vit: checkpoint does not fit the model: {exc}") from None
+        raise CheckpointError(
+            f"load_official_vit: checkpoint does not fit the model: {exc}"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"load_official_vit: missing keys {sorted(missing)[:6]}, unexpected keys "

@@ -174,8 +174,8 @@ def stratified_split(
     idx = np.arange(len(data))
     y = data.labels.numpy()
     k = data.num_classes
-    n_test = max(k, int(round(test_fraction * len(data))))
-    n_val = max(k, int(round(val_fraction * len(data))))
+    n_test = max(k, round(test_fraction * len(data)))
+    n_val = max(k, round(val_fraction * len(data)))
     if len(data) - n_test - n_val < k:
         raise InputError(
             f"stratified_split: {len(data)} samples are too few for {k}-class stratified "
@@ -183,7 +183,9 @@ def stratified_split(
         )
     rest, test = train_test_split(idx, test_size=n_test, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=seed)
-    return Splits(data.subset(np.sort(train)), data.subset(np.sort(val)), data.subset(np.sort(test)))
+    return Splits(
+        data.subset(np.sort(train)), data.subset(np.sort(val)), data.subset(np.sort(test))
+    )
 
 
 def label_fraction(data: ImageSet, fraction: float, *, seed: int = 0) -> ImageSet:
@@ -202,7 +204,7 @@ def label_fraction(data: ImageSet, fraction: float, *, seed: int = 0) -> ImageSe
         members = np.flatnonzero(y == c)
         if len(members) == 0:
             continue
-        k = min(len(members), max(2, int(round(fraction * len(members)))))
+        k = min(len(members), max(2, round(fraction * len(members))))
         keep.extend(rng.choice(members, size=k, replace=False).tolist())
     return data.subset(np.sort(np.asarray(keep)))
 
@@ -282,7 +284,9 @@ def ct_window_transform(level: float = 40.0, width: float = 400.0) -> Callable:
     from monai.transforms import ScaleIntensityRanged
 
     if not (math.isfinite(level) and math.isfinite(width) and width > 0):
-        raise InputError(f"ct_window_transform: need finite level and width > 0, got {level}, {width}")
+        raise InputError(
+            f"ct_window_transform: need finite level and width > 0, got {level}, {width}"
+        )
     return ScaleIntensityRanged(
         "image", a_min=level - width / 2, a_max=level + width / 2, b_min=0.0, b_max=1.0, clip=True
     )
@@ -295,7 +299,9 @@ def _load_files(
 
     pipeline = image_transforms(size, channels)
     out = torch.empty(len(paths), channels, size, size)
-    bar = progress_bar(total=len(paths), desc=desc or "loading images", enabled=progress, unit="img")
+    bar = progress_bar(
+        total=len(paths), desc=desc or "loading images", enabled=progress, unit="img"
+    )
     try:
         for i, p in enumerate(paths):
             try:
@@ -308,7 +314,9 @@ def _load_files(
                     cause = cause.__cause__
                 if isinstance(cause, InputError):
                     raise cause from None
-                raise InputError(f"{p}: cannot read the image ({type(cause).__name__}: {cause})") from None
+                raise InputError(
+                    f"{p}: cannot read the image ({type(cause).__name__}: {cause})"
+                ) from None
             img = torch.as_tensor(d["image"], dtype=torch.float32)
             if not torch.isfinite(img).all():
                 raise NonFiniteError(f"{p}: image contains NaN or inf values")
@@ -350,17 +358,21 @@ def load_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"load_image_folder: {root} is not a folder")
-    classes = list(class_names) if class_names else sorted(
-        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    classes = (
+        list(class_names)
+        if class_names
+        else sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     )
     if len(classes) < 2:
         raise InputError(f"load_image_folder: {root} needs >= 2 class folders, found {classes}")
     files: list[Path] = []
     labels: list[int] = []
     for c, cls in enumerate(classes):
-        found = sorted(
-            p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-        ) if (root / cls).is_dir() else []
+        found = (
+            sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if (root / cls).is_dir()
+            else []
+        )
         if not found:
             raise InputError(f"load_image_folder: class folder {root / cls} holds no images")
         if max_per_class is not None and len(found) > max_per_class:
@@ -426,8 +438,13 @@ def load_br35h(
     root = br35h_root()
     if max_per_class is not None:
         return load_image_folder(
-            root, size=size, channels=channels, name="br35h", class_names=["no", "yes"],
-            max_per_class=max_per_class, progress=progress,
+            root,
+            size=size,
+            channels=channels,
+            name="br35h",
+            class_names=["no", "yes"],
+            max_per_class=max_per_class,
+            progress=progress,
         )
     listing = sorted(
         (p.parent.name, p.name, p.stat().st_size) for p in root.glob("*/*") if p.is_file()
@@ -453,7 +470,11 @@ def load_br35h(
         except Exception:  # corrupt cache: rebuild below
             pass
     data = load_image_folder(
-        root, size=size, channels=channels, name="br35h", class_names=["no", "yes"],
+        root,
+        size=size,
+        channels=channels,
+        name="br35h",
+        class_names=["no", "yes"],
         progress=progress,
     )
     if cache:
@@ -576,8 +597,11 @@ def load_aptos(
             )
         stem = (row["id_code"] or "").strip()
         found = next(
-            (root / image_dir / f"{stem}{ext}" for ext in (".png", ".jpg", ".jpeg")
-             if (root / image_dir / f"{stem}{ext}").is_file()),
+            (
+                root / image_dir / f"{stem}{ext}"
+                for ext in (".png", ".jpg", ".jpeg")
+                if (root / image_dir / f"{stem}{ext}").is_file()
+            ),
             None,
         )
         if found is None:
@@ -701,7 +725,10 @@ def load_nifti_folder(
         classes,
         root.name,
         ids,
-        {"root": str(root), "spacing": list(ref_spacing[0]) if ref_spacing else list(spacing or [])},
+        {
+            "root": str(root),
+            "spacing": list(ref_spacing[0]) if ref_spacing else list(spacing or []),
+        },
     )
 
 
@@ -726,7 +753,9 @@ def load_dicom(
     try:
         ds = pydicom.dcmread(str(path))
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError) as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})"
+        ) from None
     if "PixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data")
     try:
@@ -763,7 +792,12 @@ def load_dicom(
 #: AAL region-name prefixes -> lobe group (Tzourio-Mazoyer et al. 2002 labels; grouping ours)
 AAL_LOBES: dict[str, tuple[str, ...]] = {
     "frontal": (
-        "Precentral", "Frontal_", "Rolandic_Oper", "Supp_Motor_Area", "Olfactory", "Rectus",
+        "Precentral",
+        "Frontal_",
+        "Rolandic_Oper",
+        "Supp_Motor_Area",
+        "Olfactory",
+        "Rectus",
         "Paracentral_Lobule",
     ),
     "parietal": ("Postcentral", "Parietal_", "SupraMarginal", "Angular", "Precuneus"),
@@ -878,16 +912,17 @@ def load_colin27_patches(
     def crops(idx: np.ndarray) -> torch.Tensor:
         out = torch.empty(len(idx), 1, patch, patch, patch)
         for n, (a, b, c) in enumerate(centres[idx]):
-            out[n, 0] = vol[a - half : a - half + patch, b - half : b - half + patch,
-                            c - half : c - half + patch]
+            out[n, 0] = vol[
+                a - half : a - half + patch,
+                b - half : b - half + patch,
+                c - half : c - half + patch,
+            ]
         return out
 
     names = list(AAL_LOBES)
     left = np.flatnonzero(world_x < -half)
     right = np.flatnonzero(world_x > half)
-    tr, va = train_test_split(
-        left, test_size=val_fraction, stratify=lobes[left], random_state=seed
-    )
+    tr, va = train_test_split(left, test_size=val_fraction, stratify=lobes[left], random_state=seed)
     meta = {"source": str(templates), "patch": patch, "stride": stride, "labels": "AAL lobes"}
 
     def make(idx: np.ndarray, split: str) -> ImageSet:

@@ -79,6 +79,7 @@ class DemoConfig(PromptConfig):
     weight_decay: float = 1e-4
     img_size: int = 32
     max_train: int | None = None
+    max_eval: int | None = None
     pretrain_epochs: int = 4
     pretrain_max_images: int | None = None
     split_seed: int = 0
@@ -91,7 +92,11 @@ class DemoConfig(PromptConfig):
         r = self.require
         r(self.task in ("br35h", "colin27", "data"), "task", "must be 'br35h', 'colin27' or 'data'")
         unknown = [m for m in self.methods if m not in METHODS]
-        r(not unknown and self.methods, "methods", f"unknown {unknown}; choose from {list(METHODS)}")
+        r(
+            not unknown and self.methods,
+            "methods",
+            f"unknown {unknown}; choose from {list(METHODS)}",
+        )
         r(self.seeds and all(_is_int(s) and s >= 0 for s in self.seeds), "seeds", "ints >= 0")
         r(
             self.label_fractions and all(0 < f <= 1 for f in self.label_fractions),
@@ -102,19 +107,21 @@ class DemoConfig(PromptConfig):
             r(_is_int(getattr(self, n)) and getattr(self, n) >= 1, n, "must be an int >= 1")
         r(self.lr > 0, "lr", "must be > 0")
         r(self.max_train is None or self.max_train >= 10, "max_train", "None or >= 10")
+        r(self.max_eval is None or self.max_eval >= 10, "max_eval", "None or >= 10")
 
     @classmethod
     def quick(cls, task: str = "br35h") -> DemoConfig:
-        """Smoke run: 1 seed, 2 label fractions, 4 methods, a 400-image train subset."""
+        """Smoke run: 1 seed, 2 label fractions, 4 methods, 300 training / 200 val / 200 test images."""
         return cls(
             task=task,
             methods=("linear_probe", "full_finetune", "vpt", "dvpt"),
             seeds=(0,),
             label_fractions=(1.0, 0.4),
-            epochs=2,
-            max_train=400,
+            epochs=3,
+            max_train=300,
+            max_eval=200,
             pretrain_epochs=1,
-            pretrain_max_images=400,
+            pretrain_max_images=300,
         )
 
 
@@ -124,8 +131,14 @@ def _arch(task: str, spatial_dims: int, img_size: int, in_chans: int):
 
     if spatial_dims == 3:
         return BackboneConfig(
-            kind="monai", spatial_dims=3, img_size=img_size, patch_size=max(2, img_size // 4),
-            in_chans=in_chans, embed_dim=48, depth=6, num_heads=4,
+            kind="monai",
+            spatial_dims=3,
+            img_size=img_size,
+            patch_size=max(2, img_size // 4),
+            in_chans=in_chans,
+            embed_dim=48,
+            depth=6,
+            num_heads=4,
         )
     return BackboneConfig(img_size=img_size, patch_size=max(2, img_size // 4), in_chans=in_chans)
 
@@ -134,7 +147,9 @@ def _load_task(cfg: DemoConfig, data_path: str | None, progress: bool):
     from polyprompt.medical import data as md
 
     if data_path is not None:
-        splits = md.load_dataset(data_path, size=cfg.img_size, seed=cfg.split_seed, progress=progress)
+        splits = md.load_dataset(
+            data_path, size=cfg.img_size, seed=cfg.split_seed, progress=progress
+        )
         name = Path(data_path).stem if Path(data_path).is_file() else Path(data_path).name
     elif cfg.task == "colin27":
         splits = md.load_colin27_patches(patch=16, stride=6, seed=cfg.split_seed)
@@ -262,6 +277,13 @@ def run_demo(
         from polyprompt.medical.data import label_fraction
 
         splits.train = label_fraction(splits.train, cfg.max_train / len(splits.train), seed=0)
+    if cfg.max_eval is not None:
+        from polyprompt.medical.data import label_fraction
+
+        for part in ("val", "test"):
+            split = getattr(splits, part)
+            if len(split) > cfg.max_eval:
+                setattr(splits, part, label_fraction(split, cfg.max_eval / len(split), seed=0))
     num_classes = splits.train.num_classes
     sd = splits.train.spatial_dims
     in_chans = int(splits.train.images.shape[1])
@@ -269,7 +291,11 @@ def run_demo(
     arch = _arch(cfg.task, sd, img, in_chans)
     pre_imgs = splits.train.images
     if cfg.pretrain_max_images is not None and len(pre_imgs) > cfg.pretrain_max_images:
-        pre_imgs = pre_imgs[torch.randperm(len(pre_imgs), generator=torch.Generator().manual_seed(0))[: cfg.pretrain_max_images]]
+        pre_imgs = pre_imgs[
+            torch.randperm(len(pre_imgs), generator=torch.Generator().manual_seed(0))[
+                : cfg.pretrain_max_images
+            ]
+        ]
     pretrained = pretrain_backbone(
         pre_imgs,
         arch=arch,
@@ -295,7 +321,9 @@ def run_demo(
             for seed in cfg.seeds:
                 for spec in specs:
                     bar.set_postfix(method=spec.name, labels=f"{fraction:.0%}", seed=seed)
-                    res = _run_one(spec, seed, fraction, cfg, pretrained, splits, num_classes, metric)
+                    res = _run_one(
+                        spec, seed, fraction, cfg, pretrained, splits, num_classes, metric
+                    )
                     runs[spec.name].append(res)
                     line = (
                         f"  {spec.title:<13} {fraction:>4.0%} labels seed {seed}: kappa "
@@ -355,7 +383,9 @@ def run_demo(
     result["files"] = {k: str(v) for k, v in files.items()}
     say("")
     say(table(rows, "markdown"))
-    say(f"\nresults: {files['markdown']}, {files['json']}, {files['plot_labels']}, {files['plot_trainable']}")
+    say(
+        f"\nresults: {files['markdown']}, {files['json']}, {files['plot_labels']}, {files['plot_trainable']}"
+    )
     return result
 
 
@@ -435,8 +465,14 @@ def _plot_labels(result: dict[str, Any], path: Path) -> None:
         rs = sorted(rs, key=lambda r: r["label_fraction"])
         xs = [100 * r["label_fraction"] for r in rs]
         ax.errorbar(
-            xs, [r["kappa_mean"] for r in rs], yerr=[r["kappa_std"] for r in rs], marker="o",
-            capsize=3, label=title, color=f"C{i}", lw=2.2 if title.startswith("DVPT") else 1.2,
+            xs,
+            [r["kappa_mean"] for r in rs],
+            yerr=[r["kappa_std"] for r in rs],
+            marker="o",
+            capsize=3,
+            label=title,
+            color=f"C{i}",
+            lw=2.2 if title.startswith("DVPT") else 1.2,
         )
     ax.set_xlabel("training labels used (%)")
     ax.set_ylabel("test quadratic kappa")
@@ -451,8 +487,13 @@ def _plot_trainable(result: dict[str, Any], path: Path) -> None:
     full = max(r["label_fraction"] for r in result["rows"])
     for i, r in enumerate(r for r in result["rows"] if r["label_fraction"] == full):
         ax.errorbar(
-            [max(r["trainable_percent"], 1e-3)], [r["kappa_mean"]], yerr=[r["kappa_std"]],
-            marker="o", capsize=3, color=f"C{i}", label=r["title"],
+            [max(r["trainable_percent"], 1e-3)],
+            [r["kappa_mean"]],
+            yerr=[r["kappa_std"]],
+            marker="o",
+            capsize=3,
+            color=f"C{i}",
+            label=r["title"],
         )
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (% of backbone, log)")

@@ -368,4 +368,3 @@ class DVPT(_FrozenBackboneMixin, _Classifier):
             f"first_block={c.first_block}), hidden={self.hidden}, num_prompts={c.num_prompts}, "
             f"num_classes={c.num_classes}"
         )
-

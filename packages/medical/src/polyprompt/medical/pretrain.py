@@ -258,7 +258,7 @@ def pretrain_backbone(
             return PretrainedBackbone(model, arch, cfg, acc, path, True, took, key)
     gen = torch.Generator().manual_seed(cfg.seed)
     perm = torch.randperm(len(images), generator=gen)
-    n_val = max(1, int(round(cfg.val_fraction * len(images))))
+    n_val = max(1, round(cfg.val_fraction * len(images)))
     val, tr = images[perm[:n_val]], images[perm[n_val:]]
     if verbose:
         print(
@@ -292,7 +292,12 @@ def pretrain_backbone(
         from safetensors.torch import save_file
 
         state = {k: v.detach().contiguous() for k, v in model.model.state_dict().items()}
-        meta = {"format": _FORMAT, "key": key, "pretext_accuracy": f"{acc:.6f}", "arch": arch.to_json()}
+        meta = {
+            "format": _FORMAT,
+            "key": key,
+            "pretext_accuracy": f"{acc:.6f}",
+            "arch": arch.to_json(),
+        }
         atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
     if verbose:
         print(f"{name}: rotation accuracy {acc:.1%} after {took:.0f} s", flush=True)
