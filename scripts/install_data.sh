@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real data that the modality packages' examples, tests and benchmarks read offline
-# (../shared/DATA.md). Debian packages need apt-get and root; without them the tests that
-# need a data set skip and say which package to install.
+# (../shared/DATA.md). Debian packages need apt-get and root; without them the loaders (and the
+# tests that use them) raise an error naming the package to install.
 #   sweethome3d-furniture  labelled 3-D furniture (polyprompt-pointcloud)
 #   mricron-data           Colin27 brain + atlas label maps (polyprompt-medical, 3-D)
 #   golang-1.19-src        Go sources (polyprompt-code)
@@ -17,7 +17,7 @@ if [ -n "$missing" ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "== apt-get install$missing"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null \
-      || echo "WARNING: apt-get install$missing failed; tests needing them will skip"
+      || echo "WARNING: apt-get install$missing failed; tests reading those data sets will fail"
   else
     echo "NOTE: Debian packages not installed:$missing (apt-get install them as root for the full data)"
   fi
