@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _threads_and_home(tmp_path_factory, monkeypatch):
-    torch.set_num_threads(1)
+def _private_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("POLYPROMPT_HOME", str(tmp_path_factory.getbasetemp() / "pp_home"))
 
 

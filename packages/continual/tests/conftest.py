@@ -4,15 +4,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    # tiny models on shared cores: one intra-op thread is the fastest
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_backbone(seed: int = 0, in_chans: int = 1, img: int = 16):
     """A real timm VisionTransformer, tiny: 16x16 grey images, 4 tokens + CLS, 5 blocks."""
     from timm.models.vision_transformer import VisionTransformer

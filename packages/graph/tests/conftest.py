@@ -7,17 +7,6 @@ import copy
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread (tiny models on a busy 2-core machine)."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="session")
 def solubility():
     from polyprompt.graph.data import load_solubility

@@ -6,17 +6,6 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread (tiny models; OpenMP threads spin on a busy 2-core machine)."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-@pytest.fixture(autouse=True)
 def _private_home(tmp_path_factory, monkeypatch):
     """Caches go to a fresh folder: no test depends on a cache that already exists."""
     monkeypatch.setenv("POLYPROMPT_HOME", str(tmp_path_factory.getbasetemp() / "pp-home"))

@@ -8,14 +8,6 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-@pytest.fixture(autouse=True)
 def _home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("POLYPROMPT_HOME", str(tmp_path_factory.getbasetemp() / "polyprompt-home"))
 

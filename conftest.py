@@ -1,4 +1,4 @@
-"""Shared fixtures of the core tests."""
+"""Fixtures every test in the workspace gets (core, packages/*, tests/)."""
 
 from __future__ import annotations
 
