@@ -85,6 +85,27 @@ def current_rss_bytes() -> int:
         return peak_rss_bytes()
 
 
+def saved_activation_bytes(fn: Callable[[], Any]) -> int:
+    """Bytes autograd saves for backward while ``fn()`` runs, parameters not counted.
+
+    (``polyprompt.core.memory.saved_tensor_bytes`` excludes one given module instead; this
+    variant excludes every ``nn.Parameter``, for steps that touch several modules.)
+    """
+    import torch
+
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if not isinstance(t, torch.nn.Parameter):
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "(no rows)\n"

@@ -28,23 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import parse_args, time_fn, write_results
-
-
-def _saved_bytes(fn) -> int:
-    import torch
-
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        if not isinstance(t, torch.nn.Parameter):
-            total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
+from _harness import parse_args, saved_activation_bytes, time_fn, write_results
 
 
 def cost_rows(cfg, ds, train_idx) -> tuple[list[dict], dict]:
@@ -96,7 +80,9 @@ def cost_rows(cfg, ds, train_idx) -> tuple[list[dict], dict]:
             {
                 "method": name,
                 "step_ms": 1000 * t["median_s"],
-                "saved_for_backward_MB": _saved_bytes(lambda m=method: F.cross_entropy(m(batch), y))
+                "saved_for_backward_MB": saved_activation_bytes(
+                    lambda m=method: F.cross_entropy(m(batch), y)
+                )
                 / 2**20,
                 "grad_adam_MB": 3 * sum(p.numel() * 4 for p in params) / 2**20,
                 "trainable_%": rep.percent_of_backbone,
@@ -125,7 +111,7 @@ def cost_rows(cfg, ds, train_idx) -> tuple[list[dict], dict]:
         {
             "method": "relief (head step: episode + head update)",
             "step_ms": 1000 * t["median_s"],
-            "saved_for_backward_MB": _saved_bytes(
+            "saved_for_backward_MB": saved_activation_bytes(
                 lambda: F.cross_entropy(
                     relief.head(relief.backbone.pool(relief.run_episodes(batch)["h"], batch.batch)),
                     y,

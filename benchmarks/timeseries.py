@@ -29,23 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import parse_args, time_fn, write_results
-
-
-def _saved_bytes(fn) -> int:
-    import torch
-
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        if not isinstance(t, torch.nn.Parameter):
-            total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
+from _harness import parse_args, saved_activation_bytes, time_fn, write_results
 
 
 def cost_rows(cfg, data, target: int = 0, batch: int = 64) -> list[dict]:
@@ -100,7 +84,7 @@ def cost_rows(cfg, data, target: int = 0, batch: int = 64) -> list[dict]:
                 "trainable_percent": round(rep.percent_of_backbone, 2),
                 "step_ms": round(1000 * t["median_s"], 2),
                 "epoch_s_pooled_sources": round(t["median_s"] * n_steps, 2),
-                "saved_activations_MB": round(_saved_bytes(loss_fn) / 2**20, 2),
+                "saved_activations_MB": round(saved_activation_bytes(loss_fn) / 2**20, 2),
                 "grad_adam_state_MB": round(rep.trainable_params * 12 / 2**20, 3),
             }
         )
