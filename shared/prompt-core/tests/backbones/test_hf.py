@@ -335,3 +335,17 @@ def test_bad_inputs():
         adapter(ids, prompt=prompt, position_ids=torch.zeros_like(ids))
     with pytest.raises(InputError, match=r"\[0, 97\)"):
         adapter.embed_tokens(torch.tensor([[-1]]))
+
+
+def test_roberta_context_excludes_the_padding_offset():
+    cfg = RobertaConfig(vocab_size=V, hidden_size=D, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=12, pad_token_id=1)  # fmt: skip
+    adapter = HFTextAdapter(RobertaForMaskedLM(cfg).eval())
+    assert adapter.max_positions == 10  # positions 2..11: padding_idx + 1 is the first
+    ids = torch.randint(3, V, (1, 10))
+    assert adapter(ids, torch.ones_like(ids)).logits.shape == (1, 10, V)  # the longest that fits
+    with pytest.raises(InputError, match="exceeds the model context of 10"):
+        adapter(torch.randint(3, V, (1, 11)), torch.ones(1, 11, dtype=torch.long))
+    bert = HFTextAdapter(BertModel(BertConfig(vocab_size=V, hidden_size=D, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=12)))  # fmt: skip
+    assert bert.max_positions == 12

@@ -79,7 +79,7 @@ class CodeClassifier(PromptMethod):
             raise ConfigError(f"{where}: backbone must be an HFTextAdapter with a tokenizer")
         super().__init__(backbone, config)
         self.tokenizer = backbone.tokenizer
-        ctx = (backbone.max_positions or 514) - 2
+        ctx = backbone.max_positions or 512  # RoBERTa padding offset already excluded
         self.max_length = min(config.max_length or ctx, ctx)
         dim = backbone.embed_dim
         if config.mode is ClassifierMode.FINETUNE:

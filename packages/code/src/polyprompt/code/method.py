@@ -221,11 +221,12 @@ class _MaskedLMPairMethod(PromptMethod):
         where = type(self).__name__
         freeze_backbone(backbone)
         self.tokenizer = backbone.tokenizer
-        max_len = config.max_length or (backbone.max_positions or 514) - 2
-        if backbone.max_positions is not None and max_len > backbone.max_positions - 2:
+        # HFTextAdapter.max_positions already excludes RoBERTa's padding offset (514 -> 512)
+        max_len = config.max_length or backbone.max_positions or 512
+        if backbone.max_positions is not None and max_len > backbone.max_positions:
             raise ConfigError(
                 f"{where}: max_length={max_len} exceeds the backbone context "
-                f"({backbone.max_positions - 2} tokens)"
+                f"({backbone.max_positions} tokens)"
             )
         self.template = TemplateEncoder(self.tokenizer, max_len, segments)
         ids = resolve_label_words(self.tokenizer, config.label_words, where)
@@ -258,10 +259,10 @@ class _MaskedLMPairMethod(PromptMethod):
         )
         check_tensor(batch["prompt_mask"], "prompt_mask", rank=2, dims={0: b, 1: t}, where=where)
         check_tensor(batch["mask_pos"], "mask_pos", rank=1, dims={0: b}, where=where)
-        if self.backbone.max_positions is not None and t > self.backbone.max_positions - 2:
+        if self.backbone.max_positions is not None and t > self.backbone.max_positions:
             raise InputError(
                 f"{where}: sequence length {t} exceeds the model context of "
-                f"{self.backbone.max_positions - 2} tokens (encode pairs with .encode, which truncates)"
+                f"{self.backbone.max_positions} tokens (encode pairs with .encode, which truncates)"
             )
         embeds = self.backbone.embed_tokens(ids)
         prompt = self._prompt_vectors()

@@ -170,7 +170,7 @@ class HFTextAdapter(nn.Module):
             )
         self.vocab_size = int(embeddings.num_embeddings)
         self.num_layers = int(getattr(config, "num_hidden_layers", 0) or 0)
-        self.max_positions = self._context_length(config)
+        self.max_positions = self._context_length(config, model)
         params = inspect.signature(model.forward).parameters
         self._accepts_position_ids = "position_ids" in params
         self._fp_key: tuple[Any, ...] | None = None
@@ -203,10 +203,21 @@ class HFTextAdapter(nn.Module):
         return "encoder"
 
     @staticmethod
-    def _context_length(config: Any) -> int | None:
+    def _context_length(config: Any, model: nn.Module) -> int | None:
+        """Usable positions. RoBERTa-style position tables (an ``nn.Embedding`` named
+        ``position_embeddings`` with a ``padding_idx``) start counting at ``padding_idx + 1``
+        (``create_position_ids_from_input_ids`` in transformers), so RoBERTa / CodeBERT with
+        ``max_position_embeddings=514`` hold 512 tokens."""
         for name in ("max_position_embeddings", "n_positions"):
             value = getattr(config, name, None)
             if isinstance(value, int) and value > 0:
+                for module_name, module in model.named_modules():
+                    if (
+                        module_name.endswith("position_embeddings")
+                        and isinstance(module, nn.Embedding)
+                        and module.padding_idx is not None
+                    ):
+                        return value - module.padding_idx - 1
                 return value
         return None
 
