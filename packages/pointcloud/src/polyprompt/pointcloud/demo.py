@@ -41,6 +41,9 @@ from torch import nn
 
 from polyprompt.core.config import PromptConfig
 
+# the results table and the cached-token wrapper are the core demo's own (same columns, same path)
+from polyprompt.core.demo.digits import _FromCachedTokens, table_columns
+
 __all__ = ["METHODS", "DemoConfig", "DemoResult", "main", "run_demo"]
 
 DEFAULT_OUT = Path("out") / "pointcloud"
@@ -176,31 +179,6 @@ class DemoResult:
             "rows": self.rows,
             "files": {k: str(v) for k, v in self.files.items()},
         }
-
-
-def table_columns() -> list:
-    from polyprompt.core.demo.report import Column, format_bytes
-
-    return [
-        Column("method", "title", align="left"),
-        Column(
-            "test accuracy (%)", "accuracy_mean", std_key="accuracy_std", scale=100, fmt="{:.1f}"
-        ),
-        Column("trainable params", "trainable_params", fmt="{:,}"),
-        Column("trainable % of backbone", "trainable_percent", fmt="{:.2f}"),
-        Column("checkpoint", "checkpoint_bytes", fmt=format_bytes),
-        Column("time / seed (s)", "seconds_mean", fmt="{:.1f}"),
-    ]
-
-
-class _FromCachedTokens(nn.Module):
-    def __init__(self, method: nn.Module, start_block: int) -> None:
-        super().__init__()
-        self.method = method
-        self.start_block = start_block
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.method.forward_from_tokens(tokens, self.start_block)
 
 
 def _load_task(cfg: DemoConfig, data_path: str | Path | None, progress: bool):
