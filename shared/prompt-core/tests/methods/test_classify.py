@@ -17,10 +17,13 @@ from polyprompt.core.errors import BackboneMismatchError, ConfigError, InputErro
 from polyprompt.core.methods.classify import (
     VPT,
     ClassifierConfig,
+    FrozenBackboneMixin,
     FullFineTune,
     LinearProbe,
+    PromptClassifier,
     VPTConfig,
     VPTInit,
+    pool_tokens,
 )
 from polyprompt.core.registry import create
 
@@ -295,3 +298,37 @@ def test_vpt_learns_real_digits():
     assert after > 0.55, f"accuracy {after:.3f}"
     assert after > before + 0.3
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+
+
+# --------------------------------------------------------------------------- subclassing
+class _AvgMaxProbe(FrozenBackboneMixin, PromptClassifier):
+    """A package-style method: concat(mean, max) features and an MLP head."""
+
+    @property
+    def feature_dim(self) -> int:
+        return 2 * int(self.backbone.embed_dim)
+
+    def build_head(self, in_features: int, num_classes: int) -> torch.nn.Module:
+        return torch.nn.Sequential(
+            torch.nn.Linear(in_features, 8), torch.nn.GELU(), torch.nn.Linear(8, num_classes)
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        tokens = self.backbone.norm(self.backbone.forward_blocks(self.backbone.embed(x)))
+        return torch.cat([pool_tokens(self.backbone, tokens, 0), tokens.amax(dim=1)], dim=-1)
+
+
+def test_public_base_class_takes_a_custom_head_and_stays_frozen():
+    from polyprompt.core.freezing import freeze_backbone
+
+    model = _AvgMaxProbe(freeze_backbone(vit()), ClassifierConfig(num_classes=3))
+    assert model.head[0].in_features == 2 * D
+    assert model(images()).shape == (2, 3)
+    assert grads_of(model, images()) == {
+        n for n, _ in model.named_parameters() if n.startswith("head.")
+    }
+    model.train()
+    assert model.training and not model.backbone.training
+    with pytest.raises(ShapeError, match="features"):
+        model.forward_head(torch.zeros(2, D))

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from polyprompt.core.backbones.timm_vit import TimmViTAdapter, _FingerprintCache
+from polyprompt.core.backbones.timm_vit import TimmViTAdapter
 from polyprompt.core.errors import ConfigError, InputError, ShapeError
+from polyprompt.core.freezing import FingerprintCache
 from polyprompt.core.validation import check_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -222,7 +223,7 @@ class MonaiViTAdapter(nn.Module):
                 f"({n} patches of {self.patch_size})"
             )
         self.global_pool = "token" if self.num_prefix_tokens else "avg"
-        self._fingerprint = _FingerprintCache()
+        self._fingerprint = FingerprintCache()
 
     @property
     def blocks(self) -> nn.ModuleList:

@@ -68,8 +68,8 @@ from torch import nn
 from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.core.methods.classify import (
     ClassifierConfig,
-    _Classifier,
-    _FrozenBackboneMixin,
+    FrozenBackboneMixin,
+    PromptClassifier,
     insert_prompt,
     pool_tokens,
 )
@@ -225,7 +225,7 @@ class DynamicPromptModule(nn.Module):
 
 
 @register_method("dvpt")
-class DVPT(_FrozenBackboneMixin, _Classifier):
+class DVPT(FrozenBackboneMixin, PromptClassifier):
     """Dynamic Visual Prompt Tuning on a frozen ``PromptableBackbone`` (timm or MONAI ViT).
 
     Trains the DVPT modules (and, for the official variant, the input prompts and their

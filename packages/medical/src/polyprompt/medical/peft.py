@@ -37,8 +37,8 @@ from torch import nn
 
 from polyprompt.core.methods.classify import (
     ClassifierConfig,
-    _Classifier,
-    _FrozenBackboneMixin,
+    FrozenBackboneMixin,
+    PromptClassifier,
     pool_tokens,
 )
 from polyprompt.core.prompts.bottleneck import Bottleneck
@@ -89,7 +89,7 @@ class _Adapter(nn.Module):
 
 
 @register_method("adaptformer")
-class AdaptFormer(_FrozenBackboneMixin, _Classifier):
+class AdaptFormer(FrozenBackboneMixin, PromptClassifier):
     """AdaptFormer: a parallel bottleneck adapter in every frozen block + linear head."""
 
     config_class = AdaptFormerConfig
@@ -147,7 +147,7 @@ class _ScaleShift(nn.Module):
 
 
 @register_method("ssf")
-class SSF(_FrozenBackboneMixin, _Classifier):
+class SSF(FrozenBackboneMixin, PromptClassifier):
     """SSF: per-channel scale and shift after every linear / LayerNorm of the frozen blocks."""
 
     config_class = SSFConfig

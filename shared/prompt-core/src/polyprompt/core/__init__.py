@@ -85,6 +85,7 @@ _EXPORTS: dict[str, str] = {
     "Callback": "trainer",
     "seed_everything": "trainer",
     "module_identity": "freezing",
+    "FingerprintCache": "freezing",
     "read_prompt_config": "checkpoint",
     "build_metric": "metrics",
     "compute_metric": "metrics",
@@ -104,6 +105,8 @@ _EXPORTS: dict[str, str] = {
     "VPTConfig": "methods.classify",
     "VPTInit": "methods.classify",
     "ClassifierConfig": "methods.classify",
+    "PromptClassifier": "methods.classify",
+    "FrozenBackboneMixin": "methods.classify",
     "check_tensor": "validation",
     "checkpoint_blocks": "memory",
     "lean_frozen_mlps": "memory",
@@ -127,7 +130,12 @@ if TYPE_CHECKING:  # pragma: no cover - static type checkers see the real names
     from polyprompt.core.checkpoint import load_prompt, save_prompt
     from polyprompt.core.config import PromptConfig
     from polyprompt.core.errors import *
-    from polyprompt.core.freezing import TrainableReport, freeze_backbone, trainable_report
+    from polyprompt.core.freezing import (
+        FingerprintCache,
+        TrainableReport,
+        freeze_backbone,
+        trainable_report,
+    )
     from polyprompt.core.io import polyprompt_home
     from polyprompt.core.methods.base import PromptMethod
     from polyprompt.core.prompts.bottleneck import Bottleneck

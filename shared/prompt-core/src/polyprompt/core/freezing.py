@@ -33,7 +33,13 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["TrainableReport", "freeze_backbone", "module_identity", "trainable_report"]
+__all__ = [
+    "FingerprintCache",
+    "TrainableReport",
+    "freeze_backbone",
+    "module_identity",
+    "trainable_report",
+]
 
 
 def _check_module(module: Any, where: str) -> None:
@@ -120,6 +126,35 @@ def module_identity(module: nn.Module) -> dict[str, Any]:
         "shapes_digest": shapes_digest,
         "fingerprint": fingerprint,
     }
+
+
+class FingerprintCache:
+    """A module's weight fingerprint (:func:`module_identity`), hashed once and kept.
+
+    Hashing every weight is slow for a large backbone; a backbone adapter asks this cache
+    instead, which re-hashes only when a parameter or buffer changed (its ``_version``
+    counter, identity or storage moved), e.g. after loading new weights.
+
+    Example::
+
+        >>> from torch import nn
+        >>> lin, cache = nn.Linear(3, 2), FingerprintCache()
+        >>> cache.get(lin) == module_identity(lin)["fingerprint"]
+        True
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._value: str | None = None
+
+    def get(self, module: nn.Module) -> str | None:
+        """The fingerprint of ``module``'s current weights (``None`` on the meta device)."""
+        tensors = list(module.parameters()) + list(module.buffers())
+        key = tuple((id(t), t._version, t.data_ptr()) for t in tensors)
+        if key != self._key:
+            self._value = module_identity(module)["fingerprint"]
+            self._key = key
+        return self._value
 
 
 def _human_bytes(n: int) -> str:

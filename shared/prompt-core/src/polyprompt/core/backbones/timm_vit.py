@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polyprompt.core.errors import ConfigError, ShapeError
+from polyprompt.core.freezing import FingerprintCache
 from polyprompt.core.validation import check_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,22 +71,6 @@ def weight_fingerprint(module: nn.Module) -> str | None:
     from polyprompt.core.freezing import module_identity
 
     return module_identity(module)["fingerprint"]
-
-
-class _FingerprintCache:
-    """Computes :func:`weight_fingerprint` once; recomputes when a tensor's ``_version`` moves."""
-
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._value: str | None = None
-
-    def get(self, module: nn.Module) -> str | None:
-        tensors = list(module.parameters()) + list(module.buffers())
-        key = tuple((id(t), t._version, t.data_ptr()) for t in tensors)
-        if key != self._key:
-            self._value = weight_fingerprint(module)
-            self._key = key
-        return self._value
 
 
 class TimmViTAdapter(nn.Module):
@@ -126,7 +111,7 @@ class TimmViTAdapter(nn.Module):
         self.img_size: tuple[int, int] | None = (
             None if img_size is None else (int(img_size[0]), int(img_size[1]))
         )
-        self._fingerprint = _FingerprintCache()
+        self._fingerprint = FingerprintCache()
 
     # -- construction -------------------------------------------------------
     @classmethod

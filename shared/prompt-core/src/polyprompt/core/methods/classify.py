@@ -58,8 +58,10 @@ from polyprompt.core.validation import check_tensor
 __all__ = [
     "VPT",
     "ClassifierConfig",
+    "FrozenBackboneMixin",
     "FullFineTune",
     "LinearProbe",
+    "PromptClassifier",
     "VPTConfig",
     "VPTInit",
 ]
@@ -215,8 +217,15 @@ def _xavier_bound(backbone: Any, dim: int) -> float:
 
 
 # --------------------------------------------------------------------------- base
-class _Classifier(PromptMethod):
-    """Shared head, forward and PromptBank interface of the classification methods."""
+class PromptClassifier(PromptMethod):
+    """Shared head, forward and PromptBank interface of the classification methods.
+
+    The base class for a package's own classification method: subclass it (with
+    :class:`FrozenBackboneMixin` first when the backbone stays frozen), override
+    :meth:`forward_features` (or the prompt hooks below) and, for a head that is not one
+    linear layer on ``embed_dim`` features, :attr:`feature_dim` and :meth:`build_head`
+    (e.g. IDPT's MLP on ``concat(CLS, prompt, max-pool)``: ``feature_dim = 3 * D``).
+    """
 
     config_class = ClassifierConfig
     #: tokens entering this block need no gradient below them and may be cached
@@ -227,7 +236,17 @@ class _Classifier(PromptMethod):
         super().__init__(backbone, config)
         _check_backbone(backbone, type(self).__name__)
         self.head_drop = nn.Dropout(config.head_dropout)
-        self.head = nn.Linear(int(backbone.embed_dim), config.num_classes)
+        self.head = self.build_head(self.feature_dim, config.num_classes)
+
+    # ---- head (override for another head) --------------------------------
+    @property
+    def feature_dim(self) -> int:
+        """Width of the pooled features :meth:`forward_features` returns (default ``embed_dim``)."""
+        return int(self.backbone.embed_dim)
+
+    def build_head(self, in_features: int, num_classes: int) -> nn.Module:
+        """The classification head ``(B, in_features) -> (B, num_classes)`` (default: linear)."""
+        return nn.Linear(in_features, num_classes)
 
     # ---- PromptBank interface (defaults: no prompts) ---------------------
     @property
@@ -268,7 +287,7 @@ class _Classifier(PromptMethod):
             features,
             "features",
             rank=2,
-            dims={1: self.head.in_features},
+            dims={1: self.feature_dim},
             finite=False,
             where=f"{type(self).__name__}.forward_head",
         )
@@ -315,7 +334,7 @@ class _Classifier(PromptMethod):
         return f"method={self.method_name!r}, num_classes={self.config.num_classes}"
 
 
-class _FrozenBackboneMixin:
+class FrozenBackboneMixin:
     """Keeps the frozen backbone in eval mode when the method is put in train mode."""
 
     def train(self, mode: bool = True):  # type: ignore[override]
@@ -326,7 +345,7 @@ class _FrozenBackboneMixin:
 
 # --------------------------------------------------------------------------- methods
 @register_method("linear_probe")
-class LinearProbe(_FrozenBackboneMixin, _Classifier):
+class LinearProbe(FrozenBackboneMixin, PromptClassifier):
     """Frozen backbone, linear head on ``pool(norm(tokens))``; only the head trains.
 
     ``cache_point = backbone.num_blocks``: everything below the head is frozen, so the tokens
@@ -359,7 +378,7 @@ class LinearProbe(_FrozenBackboneMixin, _Classifier):
 
 
 @register_method("full_finetune")
-class FullFineTune(_Classifier):
+class FullFineTune(PromptClassifier):
     """Every backbone parameter trains, plus the head (the upper baseline of the papers).
 
     Example::
@@ -387,7 +406,7 @@ class FullFineTune(_Classifier):
 
 
 @register_method("vpt")
-class VPT(_FrozenBackboneMixin, _Classifier):
+class VPT(FrozenBackboneMixin, PromptClassifier):
     """Visual Prompt Tuning (Jia et al., ECCV 2022), shallow or deep; prompts + head train.
 
     Token layout: ``[prefix (CLS/registers), P1..Pn, patches]``.  See the module docstring for
