@@ -408,3 +408,42 @@ def test_batch_objects_with_their_own_to_are_moved():
     assert isinstance(moved[0], pyg.Batch) and moved[0].num_graphs == 2
     assert moved[0].x.device.type == "meta" and moved[1].device.type == "meta"
     assert _to_device("text", torch.device("meta"), False) == "text"
+
+
+# -- learning-rate groups and per-step callbacks ------------------------------------------
+def test_lr_multipliers_scale_the_named_groups():
+    model = make_model()
+    before = trainable(model)
+    trainer = Trainer(cfg(epochs=1, lr_multipliers={"head.": 10.0}, optimizer="sgd", momentum=0.0))
+    trainer.fit(model, make_data())
+    groups = {
+        len(g["params"]): g["lr"]
+        for g in trainer._optimizer(
+            [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        ).param_groups
+    }
+    assert groups == {2: pytest.approx(0.5), 1: pytest.approx(0.05)}  # head (w, b) vs prompt
+    assert not torch.equal(before["head.weight"], model.head.weight)
+    with pytest.raises(ConfigError, match="lr_multipliers"):
+        TrainerConfig(lr_multipliers={"head.": 0.0})
+    with pytest.raises(ConfigError, match="no trainable parameter name starts with"):
+        Trainer(cfg(epochs=1, lr_multipliers={"missing.": 2.0})).fit(make_model(), make_data())
+
+
+class StepCounter(Callback):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_step_end(self, trainer, model, step):
+        assert isinstance(model, PromptedMLP)
+        self.steps.append(step)
+
+
+def test_step_callback_counts_steps_across_a_resume(tmp_path):
+    data = make_data()  # 96 samples / 16 = 6 steps per epoch
+    first = StepCounter()
+    Trainer(cfg(epochs=2, checkpoint_dir=str(tmp_path)), callbacks=[first]).fit(make_model(), data)
+    assert first.steps == list(range(1, 13))
+    second = StepCounter()
+    Trainer(cfg(epochs=3, checkpoint_dir=str(tmp_path)), callbacks=[second]).fit(make_model(), data)
+    assert second.steps == list(range(13, 19))

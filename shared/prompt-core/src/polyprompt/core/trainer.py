@@ -178,6 +178,9 @@ class TrainerConfig(PromptConfig):
     shuffle: bool = True
     drop_last: bool = False
     find_unused_parameters: bool = False  # DDP: set when some prompts get no grad in a step
+    # parameter-name prefix -> learning-rate multiplier (longest matching prefix wins), e.g.
+    # {"head.": 10.0} for DAFormer's 10x head lr; unmatched parameters use lr
+    lr_multipliers: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.checkpoint_dir, Path):
@@ -229,6 +232,17 @@ class TrainerConfig(PromptConfig):
             "find_unused_parameters",
         ):
             r(isinstance(getattr(self, name), bool), name, "must be True or False")
+        mults = self.lr_multipliers
+        r(
+            mults is None
+            or (
+                isinstance(mults, dict)
+                and all(isinstance(k, str) and k for k in mults)
+                and all(_is_number(v) and v > 0 for v in mults.values())
+            ),
+            "lr_multipliers",
+            "must be None or a dict of non-empty parameter-name prefixes -> numbers > 0",
+        )
         ok_device = isinstance(self.device, str)
         if ok_device and self.device != "auto":
             try:
@@ -270,6 +284,13 @@ class Callback:
 
     def on_fit_start(self, trainer: Trainer, model: nn.Module) -> None:
         """Called once before the first epoch (after a resume, if any)."""
+
+    def on_step_end(self, trainer: Trainer, model: nn.Module, step: int) -> None:
+        """Called after each optimizer step (``step`` counts from 1 over the whole fit).
+
+        The place for per-step work such as an EMA teacher update. State that must survive
+        a resume belongs in the model's persistent buffers (checkpoints save them).
+        """
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
         """Called after each epoch (1-based ``epoch``) with that epoch's history entry."""
@@ -637,6 +658,8 @@ class Trainer:
         self.metric = metric
         self.num_classes = num_classes
         self.callbacks = list(callbacks)
+        self.step_callbacks: list[Any] = []
+        self.global_step = 0  # optimizer steps over the whole fit (resumes with it)
         self.should_stop = False
 
     # -- setup ------------------------------------------------------------------
@@ -708,14 +731,31 @@ class Trainer:
             )
         return out
 
-    def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    def _param_groups(self, trainable: list[tuple[str, nn.Parameter]]) -> list[dict[str, Any]]:
+        """One optimizer group per learning-rate multiplier (``TrainerConfig.lr_multipliers``)."""
         cfg = self.config
+        mults = cfg.lr_multipliers or {}
+        prefixes = sorted(mults, key=len, reverse=True)
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, param in trainable:
+            mult = next((float(mults[p]) for p in prefixes if name.startswith(p)), 1.0)
+            groups.setdefault(mult, []).append(param)
+        unused = [p for p in mults if not any(n.startswith(p) for n, _ in trainable)]
+        if unused:
+            raise ConfigError(
+                f"TrainerConfig.lr_multipliers: no trainable parameter name starts with {unused}"
+            )
+        return [{"params": ps, "lr": cfg.lr * m} for m, ps in sorted(groups.items())]
+
+    def _optimizer(self, trainable: list[tuple[str, nn.Parameter]]) -> torch.optim.Optimizer:
+        cfg = self.config
+        groups = self._param_groups(trainable)
         if cfg.optimizer is OptimizerName.ADAMW:
-            return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.optimizer is OptimizerName.ADAM:
-            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int | None):
@@ -1006,6 +1046,9 @@ class Trainer:
                 scaler.update()
                 if per_step:
                     scheduler.step()
+                self.global_step += 1
+                for cb in self.step_callbacks:
+                    cb.on_step_end(self, getattr(net, "module", net), self.global_step)
                 if finite:
                     n = _batch_size(preds, targets)
                     loss_sum += value * n
@@ -1153,7 +1196,7 @@ class Trainer:
                     device_ids=[device.index] if device.type == "cuda" else None,
                     find_unused_parameters=cfg.find_unused_parameters,
                 )
-            optimizer = self._optimizer(params)
+            optimizer = self._optimizer(trainable)
             try:
                 steps_per_epoch: int | None = len(train_data.loader)
             except TypeError:
@@ -1171,6 +1214,8 @@ class Trainer:
                         loaded, trainable, buffers, optimizer, scheduler, scaler, ctx
                     )
 
+            self.global_step = state.epochs_done * (steps_per_epoch or 0)
+            self.step_callbacks = [cb for cb in self.callbacks if hasattr(cb, "on_step_end")]
             for cb in self.callbacks:
                 if hasattr(cb, "on_fit_start"):
                     cb.on_fit_start(self, model)
