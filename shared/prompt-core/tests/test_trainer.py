@@ -447,3 +447,28 @@ def test_step_callback_counts_steps_across_a_resume(tmp_path):
     second = StepCounter()
     Trainer(cfg(epochs=3, checkpoint_dir=str(tmp_path)), callbacks=[second]).fit(make_model(), data)
     assert second.steps == list(range(13, 19))
+
+
+def test_custom_param_groups_and_lr_schedule():
+    seen: list[tuple[int, int]] = []
+
+    def groups(named):
+        head = [p for n, p in named if n.startswith("head.")]
+        rest = [p for n, p in named if not n.startswith("head.")]
+        return [{"params": head, "lr": 0.5, "weight_decay": 0.0}, {"params": rest}]
+
+    def schedule(step, total):
+        seen.append((step, total))
+        return 1.0 - step / total
+
+    trainer = Trainer(
+        cfg(epochs=2, optimizer="sgd", momentum=0.0), param_groups=groups, lr_schedule=schedule
+    )
+    trainer.fit(make_model(), make_data())  # 6 steps per epoch
+    assert seen[0] == (0, 12) and seen[-1] == (12, 12)
+    with pytest.raises(ConfigError, match="left out trainable parameters"):
+        Trainer(cfg(epochs=1), param_groups=lambda named: [{"params": [named[0][1]]}]).fit(
+            make_model(), make_data()
+        )
+    with pytest.raises(ConfigError, match="lr_schedule must be callable"):
+        Trainer(cfg(), lr_schedule=3)

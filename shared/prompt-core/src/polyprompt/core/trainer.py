@@ -615,6 +615,14 @@ class Trainer:
             as torchmetrics' micro accuracy) so the default path does not import torchmetrics.
         num_classes: for named metrics; inferred from the logits' class dimension if omitted.
         callbacks: :class:`Callback` objects (or anything with ``on_epoch_end``).
+        param_groups: ``param_groups(named_trainable) -> [{"params": [...], "lr": ..., ...}]``
+            builds the optimizer's groups from the ``(name, parameter)`` pairs that train
+            (e.g. mmcv's ``paramwise_cfg``: no weight decay on norms, 10x head lr); default:
+            one group per ``TrainerConfig.lr_multipliers`` entry.
+        lr_schedule: ``lr_schedule(step, total_steps) -> factor`` multiplying every group's
+            lr, stepped per optimizer step (per epoch when the loader has no length, with
+            ``total_steps = epochs``); replaces ``TrainerConfig.scheduler`` / ``warmup_epochs``
+            (e.g. DAFormer's poly decay with linear warm-up).
     """
 
     def __init__(
@@ -625,6 +633,9 @@ class Trainer:
         metric: str | MetricFn | None = "accuracy",
         num_classes: int | None = None,
         callbacks: Sequence[Any] = (),
+        param_groups: Callable[[list[tuple[str, nn.Parameter]]], list[dict[str, Any]]]
+        | None = None,
+        lr_schedule: Callable[[int, int], float] | None = None,
     ) -> None:
         if config is None:
             config = TrainerConfig()
@@ -653,7 +664,12 @@ class Trainer:
         for cb in callbacks:
             if not hasattr(cb, "on_epoch_end"):
                 raise ConfigError(f"Trainer: callback {cb!r} has no on_epoch_end method")
+        for name, fn in (("param_groups", param_groups), ("lr_schedule", lr_schedule)):
+            if fn is not None and not callable(fn):
+                raise ConfigError(f"Trainer: {name} must be callable, got {fn!r}")
         self.config = config
+        self.param_groups_fn = param_groups
+        self.lr_schedule = lr_schedule
         self.step_fn: StepFn = step_fn or default_step
         self.metric = metric
         self.num_classes = num_classes
@@ -749,7 +765,20 @@ class Trainer:
 
     def _optimizer(self, trainable: list[tuple[str, nn.Parameter]]) -> torch.optim.Optimizer:
         cfg = self.config
-        groups = self._param_groups(trainable)
+        if self.param_groups_fn is not None:
+            groups = self.param_groups_fn(list(trainable))
+            if not isinstance(groups, list) or not all(
+                isinstance(g, dict) and "params" in g for g in groups
+            ):
+                raise ConfigError(
+                    "Trainer: param_groups must return a list of dicts with a 'params' key"
+                )
+            grouped = {id(p) for g in groups for p in g["params"]}
+            missing = [n for n, p in trainable if id(p) not in grouped]
+            if missing:
+                raise ConfigError(f"Trainer: param_groups left out trainable parameters {missing}")
+        else:
+            groups = self._param_groups(trainable)
         if cfg.optimizer is OptimizerName.ADAMW:
             return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.optimizer is OptimizerName.ADAM:
@@ -760,6 +789,11 @@ class Trainer:
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int | None):
         cfg = self.config
+        if self.lr_schedule is not None:
+            schedule, total_steps = self.lr_schedule, cfg.epochs * (steps_per_epoch or 1)
+            return torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: float(schedule(step, total_steps))
+            )
         if cfg.scheduler is SchedulerName.NONE and cfg.warmup_epochs == 0:
             return None
         unit = steps_per_epoch or 1  # per-step schedule when the loader has a length
