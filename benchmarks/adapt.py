@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({quality['n_easy']} easy / {quality['n_hard']} hard images by the dark-pixel rule), "
         f"settings {quality['settings']}. The prompt-only row is timed only (no quality run). "
         "Iteration = teacher forward + student source, ClassMix passes + AdamW step, "
-        "batch 4 source + 4 target images of 64x64, MiT small (1 thread, CPU). Figures: adapt_miou.png, adapt_qualitative.png."
+        "batch 4 source + 4 target images of 64x64, MiT small (1 thread, CPU). Self-training "
+        "recipe (all variants): DAFormer/MIC official -- EMA teacher predicting with BatchNorm "
+        "batch statistics (dropout off), AdamW with head lr x10 and no decay on norms, linear "
+        "warm-up + poly decay, colour jitter applied 80% of the time; full settings in "
+        "adapt.json (quality.self_training_config). Figures: adapt_miou.png, adapt_qualitative.png."
     )
     write_results(
         "adapt",

@@ -197,6 +197,7 @@ def run(
         "data": str(data) if data else "digit-on-texture scenes (MNIST -> optdigits, fog / night)",
         "seeds": seeds,
         "settings": st.__dict__,
+        "self_training_config": cfg.to_dict(),  # the last seed's (only ``seed`` differs)
         "n_easy": per_seed["coda"][0]["n_easy"],
         "n_hard": per_seed["coda"][0]["n_hard"],
         "rows": rows,

@@ -5,24 +5,36 @@ One iteration (DAFormer ``dacs.py`` / MIC ``masking_consistency_module.py``, as 
 1. **Source loss** -- cross-entropy of the student on labelled source images.
 2. **Teacher** -- the EMA of the student, ``theta_T <- a theta_T + (1 - a) theta_S`` with
    ``a = min(1 - 1/(t + 1), alpha)`` (alpha 0.99), updated before it predicts; it sees
-   the *un-augmented* target image (with its own, EMA'd, prompts).
+   the *un-augmented* target image (with its own, EMA'd, prompts). As in DAFormer's
+   ``dacs.py`` / MIC's ``teacher_module.py`` the EMA model stays in *training* mode with
+   only dropout / DropPath switched off, so its BatchNorm layers normalise with the
+   statistics of the target batch (``teacher_batch_stats``; ``False`` = full eval mode
+   with EMA'd running statistics, which collapses pseudo-labels on dark scenes here).
 3. **Pseudo-labels** -- arg-max of the teacher's softmax; their pixel weight is the
    fraction of target pixels whose confidence is >= ``pseudo_threshold`` (0.968), one
    scalar per batch as in DAFormer; optional ignored top / bottom rows.
 4. **ClassMix** -- half of the classes present in each source label map are pasted onto
    the paired target image (labels: source labels there, pseudo-labels elsewhere;
-   weights 1 there, the pseudo weight elsewhere), followed by the strong augmentation
-   (colour jitter with p 0.2 / strength 0.2, Gaussian blur with p 0.5).
+   weights 1 there, the pseudo weight elsewhere), followed by DAFormer's strong
+   augmentation (``dacs_transforms.py``): colour jitter (brightness, contrast, saturation,
+   hue, strength 0.2) *unless* a uniform draw is <= ``color_jitter_p`` (0.2, i.e. applied
+   80% of the time), Gaussian blur (sigma ``U(0.15, 1.15)``) when a uniform draw is > 0.5.
 5. **MIC** (option ``mic``) -- the strongly augmented target image with random
    ``mask_block_size`` blocks removed (``mask_ratio`` 0.7) must reproduce the teacher's
    pseudo-labels (same weighting), weighted by ``mic_lambda`` (1).
 6. **Chain-of-Domain** (``chain``) -- which target images an iteration draws: easy ones,
    hard ones, in cycles until ``cycle_until``, then all (:mod:`polyprompt.adapt.chain`).
 
-The loop is the core :class:`~polyprompt.core.trainer.Trainer` with a ``step_fn``: seeded,
-progress bars, and exact resume from ``checkpoint_dir`` -- the teacher's weights and the
-iteration counter are persistent buffers of the training wrapper, so they are saved and
-restored with the student and the optimizer.
+Optimisation (DAFormer ``schedules/adamw.py`` + ``poly10warm.py``, CoDA's configs): AdamW,
+``lr`` 6e-5, the decode head at ``head_lr_mult`` x ``lr`` (10), no weight decay on norm
+layers, a linear warm-up over ``warmup_iters`` (1500 of 40k; ratio 1e-6) into a poly
+(power 1) decay to 0 at ``iterations``.
+
+The loop is the core :class:`~polyprompt.core.trainer.Trainer` (with those parameter
+groups and that schedule) and a ``step_fn``: seeded, progress bars, and exact resume from
+``checkpoint_dir`` -- the teacher's weights and the iteration counter are persistent
+buffers of the training wrapper, so they are saved and restored with the student, the
+optimizer and the scheduler.
 
 Variants (:class:`Variant`): ``source_only`` (source loss only), ``self_training``
 (DAFormer-style, no prompts), ``savpt`` (self-training + SAVPT, no chain), ``coda``
@@ -78,7 +90,12 @@ class SelfTrainingConfig(PromptConfig):
     batch_size: int = 2  # source and target images per iteration (each)
     lr: float = 6e-5
     weight_decay: float = 0.01
+    head_lr_mult: float = 10.0  # official paramwise_cfg: head=dict(lr_mult=10.0)
+    norm_decay_mult: float = 0.0  # official paramwise_cfg: norm=dict(decay_mult=0.0)
+    warmup_iters: int = 1500  # poly10warm: linear warm-up, warmup_ratio 1e-6
+    lr_power: float = 1.0  # poly power; 0 = constant lr after the warm-up
     alpha: float = 0.99
+    teacher_batch_stats: bool = True  # EMA model in train mode, dropout/DropPath off
     pseudo_threshold: float = 0.968
     ignore_top: int = 0
     ignore_bottom: int = 0
@@ -102,6 +119,10 @@ class SelfTrainingConfig(PromptConfig):
         r(self.iters_per_epoch >= 1, "iters_per_epoch", "must be >= 1")
         r(self.batch_size >= 1, "batch_size", "must be >= 1")
         r(self.lr > 0, "lr", "must be > 0")
+        r(self.head_lr_mult > 0, "head_lr_mult", "must be > 0")
+        r(self.norm_decay_mult >= 0, "norm_decay_mult", "must be >= 0")
+        r(self.warmup_iters >= 0, "warmup_iters", "must be >= 0")
+        r(self.lr_power >= 0, "lr_power", "must be >= 0")
         r(0 <= self.alpha < 1, "alpha", "must be in [0, 1)")
         r(0 <= self.pseudo_threshold < 1, "pseudo_threshold", "must be in [0, 1)")
         r(0 <= self.color_jitter_p <= 1, "color_jitter_p", "must be in [0, 1]")
@@ -118,9 +139,15 @@ class SelfTrainingConfig(PromptConfig):
 
     @classmethod
     def scaled(cls, iterations: int, **changes: Any) -> SelfTrainingConfig:
-        """Paper proportions (chain until 30% of the run, 3 cycles) for a short run."""
+        """Paper proportions for a short run: chain until 30% of the run, 3 cycles; the
+        warm-up keeps DAFormer's 1500/40000 share of the iterations."""
         s = ChainOfDomainSchedule.for_run(iterations)
-        base = {"iterations": iterations, "cycle_until": s.cycle_until, "chain_period": s.period}
+        base = {
+            "iterations": iterations,
+            "cycle_until": s.cycle_until,
+            "chain_period": s.period,
+            "warmup_iters": round(iterations * 1500 / 40000),
+        }
         base.update(changes)
         return cls(**base)
 
@@ -128,27 +155,65 @@ class SelfTrainingConfig(PromptConfig):
 # ---------------------------------------------------------------------------
 # augmentations (DAFormer's strong_transform: colour jitter + Gaussian blur; ClassMix; MIC)
 # ---------------------------------------------------------------------------
+def hue_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue of ``(B, 3, H, W)`` RGB images in ``[0, 1]`` by ``shift`` (``(B,)``,
+    fractions of a turn), keeping saturation and value."""
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    sat = torch.where(maxc > 0, delta / maxc.clamp_min(1e-8), torch.zeros_like(maxc))
+    dc = delta.clamp_min(1e-8)
+    r, g, b = x.unbind(1)
+    rc, gc, bc = (maxc - r) / dc, (maxc - g) / dc, (maxc - b) / dc
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    h = (h + shift.view(-1, 1, 1).to(x)) % 1.0
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.long() % 6
+    v = maxc
+    p_, q, t = v * (1 - sat), v * (1 - sat * f), v * (1 - sat * (1 - f))
+    table = torch.stack(
+        [
+            torch.stack([v, t, p_]),
+            torch.stack([q, v, p_]),
+            torch.stack([p_, v, t]),
+            torch.stack([p_, q, v]),
+            torch.stack([t, p_, v]),
+            torch.stack([v, p_, q]),
+        ]
+    )  # (6, 3, B, H, W)
+    idx = i.unsqueeze(0).unsqueeze(0).expand(1, 3, *i.shape)
+    return table.gather(0, idx)[0].permute(1, 0, 2, 3).contiguous()
+
+
 def color_jitter(x: torch.Tensor, p: float, s: float, gen: torch.Generator) -> torch.Tensor:
-    """Per image with probability ``p``: brightness, contrast, saturation in ``U(1-s, 1+s)``."""
+    """DAFormer's ``color_jitter``: when a uniform draw (one per batch) is ``> p``, kornia's
+    ``ColorJitter(brightness=s, contrast=s, saturation=s, hue=s)`` -- per image, factors in
+    ``U(1-s, 1+s)`` and a hue rotation in ``U(-s, s)`` of a turn. ``p=0.2``: applied 80% of
+    the time (the official ``if color_jitter > p``)."""
     b = x.shape[0]
-    apply = (torch.rand(b, generator=gen) < p).view(b, 1, 1, 1).to(x.device)
+    if float(torch.rand(1, generator=gen)) <= p:
+        return x
     f = (1 + (torch.rand(3, b, generator=gen) * 2 - 1) * s).to(x.device)
-    y = x * f[0].view(b, 1, 1, 1)
+    hue = (torch.rand(b, generator=gen) * 2 - 1) * s
+    y = (x * f[0].view(b, 1, 1, 1)).clamp(0, 1)
     mean = y.mean((1, 2, 3), keepdim=True)
-    y = (y - mean) * f[1].view(b, 1, 1, 1) + mean
+    y = ((y - mean) * f[1].view(b, 1, 1, 1) + mean).clamp(0, 1)
     gray = y.mean(1, keepdim=True)
-    y = (y - gray) * f[2].view(b, 1, 1, 1) + gray
-    return torch.where(apply, y.clamp(0, 1), x)
+    y = ((y - gray) * f[2].view(b, 1, 1, 1) + gray).clamp(0, 1)
+    return hue_shift(y, hue).clamp(0, 1)
 
 
 def gaussian_blur(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """Per image with probability ``p``: blur with sigma in ``U(0.15, 1.15)`` (DAFormer)."""
+    """DAFormer's ``gaussian_blur``: when a uniform draw (one per batch) is ``> p``, every
+    image is blurred with its own sigma in ``U(0.15, 1.15)`` (kernel ~10% of the side)."""
+    if float(torch.rand(1, generator=gen)) <= p:
+        return x
     out = x.clone()
     k = max(3, math.ceil(0.1 * x.shape[-1]) | 1)
     coords = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
     for i in range(x.shape[0]):
-        if float(torch.rand(1, generator=gen)) >= p:
-            continue
         sigma = 0.15 + float(torch.rand(1, generator=gen))
         g = torch.exp(-(coords**2) / (2 * sigma**2))
         g = (g / g.sum()).to(x.dtype)
@@ -207,8 +272,16 @@ def weighted_ce(
 # ---------------------------------------------------------------------------
 # EMA mean teacher (weights kept as persistent buffers -> saved/resumed by the Trainer)
 # ---------------------------------------------------------------------------
+def _is_dropout(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__.endswith("DropPath")
+
+
 class MeanTeacher(nn.Module):
     """EMA copy of a student's ``state_dict``; ``forward`` runs the student's code on it.
+
+    ``batch_stats=True`` (DAFormer / MIC): the teacher predicts in *training* mode with
+    dropout and DropPath off, so BatchNorm uses the statistics of the batch it sees (the
+    target batch); the EMA'd running statistics are left untouched. ``False``: eval mode.
 
     Example::
 
@@ -218,9 +291,11 @@ class MeanTeacher(nn.Module):
         True
     """
 
-    def __init__(self, student: nn.Module) -> None:
+    def __init__(self, student: nn.Module, *, batch_stats: bool = True) -> None:
         super().__init__()
         self._student = [student]  # not a submodule: its weights are not duplicated here
+        self.batch_stats = bool(batch_stats)
+        self._buffer_names = {n for n, _ in student.named_buffers()}
         self._names: dict[str, str] = {}
         for name, t in student.state_dict().items():
             key = "ema__" + name.replace(".", "__")
@@ -252,9 +327,18 @@ class MeanTeacher(nn.Module):
 
         student = self.student
         was = student.training
-        student.eval()
+        tensors = self.tensors()
+        if self.batch_stats:
+            student.train()
+            for m in student.modules():
+                if _is_dropout(m):
+                    m.training = False
+            # BatchNorm in train mode updates running stats in place: give it copies
+            tensors = {n: t.clone() if n in self._buffer_names else t for n, t in tensors.items()}
+        else:
+            student.eval()
         try:
-            return functional_call(student, self.tensors(), args, kwargs)
+            return functional_call(student, tensors, args, kwargs)
         finally:
             student.train(was)
 
@@ -265,7 +349,11 @@ class _UDAModule(nn.Module):
     def __init__(self, student: nn.Module, cfg: SelfTrainingConfig, variant: Variant) -> None:
         super().__init__()
         self.student = student
-        self.teacher = MeanTeacher(student) if variant.self_trains else None
+        self.teacher = (
+            MeanTeacher(student, batch_stats=cfg.teacher_batch_stats)
+            if variant.self_trains
+            else None
+        )
         self.cfg = cfg
         self.variant = variant
         self.schedule = cfg.schedule if (cfg.chain and variant.uses_chain) else None
@@ -383,6 +471,51 @@ def _step(model: _UDAModule, batch: Any):
     return loss, lbl, lbl
 
 
+def param_groups(
+    named: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float, cfg: SelfTrainingConfig
+) -> list[dict[str, Any]]:
+    """mmcv ``paramwise_cfg`` of the official configs: ``head`` (``decode_head``) parameters at
+    ``head_lr_mult`` x ``lr``; ``norm`` layers (names containing ``norm``) at
+    ``norm_decay_mult`` x ``weight_decay``. Empty groups are dropped."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in named:
+        key = ("decode_head" in name, "norm" in name)
+        groups.setdefault(key, []).append(param)
+    return [
+        {
+            "params": params,
+            "lr": lr * (cfg.head_lr_mult if head else 1.0),
+            "weight_decay": weight_decay * (cfg.norm_decay_mult if norm else 1.0),
+        }
+        for (head, norm), params in sorted(groups.items())
+    ]
+
+
+def poly_warmup_factor(step: int, total: int, warmup: int, power: float = 1.0) -> float:
+    """mmcv ``PolyLrUpdaterHook`` (``min_lr`` 0) with ``warmup='linear'``, ``warmup_ratio`` 1e-6:
+    ``(1 - t/T)^power``, times ``1 - (1 - t/W)(1 - 1e-6)`` during the first ``W`` steps."""
+    poly = max(0.0, 1.0 - step / max(1, total)) ** power
+    if step < warmup:
+        return poly * (1.0 - (1.0 - step / warmup) * (1.0 - 1e-6))
+    return poly
+
+
+def _core_trainer(cfg: SelfTrainingConfig, trainer_config: Any, step_fn: Any) -> Any:
+    """The core Trainer with the official parameter groups and poly + warm-up schedule."""
+    from polyprompt.core.trainer import Trainer
+
+    def groups(named: list[tuple[str, nn.Parameter]]) -> list[dict[str, Any]]:
+        return param_groups(named, trainer_config.lr, trainer_config.weight_decay, cfg)
+
+    def schedule(step: int, total_steps: int) -> float:
+        total = min(total_steps, cfg.iterations)
+        return poly_warmup_factor(step, total, cfg.warmup_iters, cfg.lr_power)
+
+    return Trainer(
+        trainer_config, step_fn=step_fn, metric=None, param_groups=groups, lr_schedule=schedule
+    )
+
+
 @dataclass
 class UDAResult:
     seconds: float
@@ -429,7 +562,7 @@ class UDATrainer:
     def fit(
         self, student: nn.Module, source: SegmentationSet, target: SegmentationSet
     ) -> UDAResult:
-        from polyprompt.core.trainer import Trainer, TrainerConfig
+        from polyprompt.core.trainer import TrainerConfig
 
         where = "UDATrainer.fit"
         cfg, variant = self.config, self.variant
@@ -460,7 +593,8 @@ class UDATrainer:
         per_epoch = min(cfg.iters_per_epoch, cfg.iterations)
         data = _UDAData(source, target, hard, per_epoch * cfg.batch_size, cfg.seed)
         wrapper = _UDAModule(student, cfg, variant)
-        trainer = Trainer(
+        trainer = _core_trainer(
+            cfg,
             TrainerConfig(
                 epochs=epochs,
                 batch_size=cfg.batch_size,
@@ -475,8 +609,7 @@ class UDATrainer:
                 restore_best=False,
                 monitor="val_loss",
             ),
-            step_fn=_step,
-            metric=None,
+            _step,
         )
         start = time.perf_counter()
         result = trainer.fit(wrapper, data)
