@@ -8,23 +8,31 @@ Parts:
    Point-MAE pre-trained in situ); the table is the example's.
 2. **Cache = no cache** — IDPT trained for 2 epochs on raw clouds and on cached block-input
    tokens (augmentation off, same seed): largest |logit| difference and both accuracies.
-3. **Speed / memory** at the paper's architecture (Point-MAE ViT-S: 384-d, 12 blocks, 6 heads,
-   64 groups x 32 points of 1024-point clouds, the ModelNet40 setting; random weights — speed
-   does not depend on them): each configuration runs in a fresh subprocess
-   (``--child CONFIG``) with ``THREADS`` torch threads:
+3. **Cost** at the paper's architecture (Point-MAE ViT-S: 384-d, 12 blocks, 6 heads,
+   64 groups x 32 points of 1024-point clouds, the ModelNet40 setting; random weights — cost
+   does not depend on them), ``THREADS`` torch threads (default 1) on every side:
 
-   * ``full_ft``       every weight trains (core ``full_finetune``);
-   * ``idpt``          IDPT from raw clouds: blocks 0..10 under ``no_grad``, generator + block 11
-     + head with autograd;
-   * ``idpt_cached``   IDPT on cached block-11 inputs (the per-step cost of an epoch on the
+   * ``full_ft``          every weight trains (core ``full_finetune``);
+   * ``idpt``             IDPT from raw clouds (default lean EdgeConv): blocks 0..10 under
+     ``no_grad``, generator + block 11 + head with autograd;
+   * ``idpt_factorised``  the same with ``edge_conv="factorised"`` (plain autograd through the
+     ``(B, G, k, D)`` edge tensors);
+   * ``idpt_cached``      IDPT on cached block-11 inputs (the per-step cost of an epoch on the
      cache; the one-off cache build is reported separately);
-   * ``vpt_shallow``   core ``vpt`` (10 tokens), the static-prompt baseline.
+   * ``vpt_shallow``      core ``vpt`` (10 tokens), the static-prompt baseline.
 
-   step time = median of timed steps (forward + backward + AdamW step) after warm-up;
-   net peak = resident high-water mark during the steps minus the resident memory after
-   building model, optimizer, batch and one no-grad forward (``/proc/self/clear_refs``).
+   Step time: every configuration built in one child process and stepped in turn, round by
+   round (forward + backward + AdamW step), median over rounds after warm-up. Peak memory of the
+   first two steps, net of the process after setup (model, optimizer, batch, one no-grad
+   forward), one fresh child per configuration and metric: resident high-water mark
+   (``/proc/self/clear_refs`` + ``VmHWM``, glibc mmap threshold fixed at 64 KiB) and peak live
+   bytes of the CPU allocator (``torch.profiler`` memory events).
 
-Run ``python benchmarks/pointcloud.py [--quick] [--out DIR]``.
+``--cost-only`` re-measures only part 3 and merges it into the JSON already in ``--out``,
+keeping parts 1-2 and recording when each part was measured (the replaced cost numbers are kept
+as ``speed_previous``).
+
+Run ``python benchmarks/pointcloud.py [--quick] [--cost-only] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -44,9 +52,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import current_rss_bytes, parse_args, peak_rss_bytes, write_results
 
 NAME = "pointcloud"
-THREADS = int(os.environ.get("POINTCLOUD_BENCH_THREADS", "2"))
+THREADS = int(os.environ.get("POINTCLOUD_BENCH_THREADS", "1"))
 MiB = 2**20
-CONFIGS = ("full_ft", "idpt", "idpt_cached", "vpt_shallow")
+CONFIGS = ("full_ft", "idpt", "idpt_factorised", "idpt_cached", "vpt_shallow")
+# glibc: a fixed mmap threshold returns every freed block >= 64 KiB to the kernel at once (the
+# default dynamic threshold keeps freed tensors in the heap), so the resident set follows live
+# tensors and its high-water mark is the step's real peak.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+COST_NOTE = (
+    "Step times interleaved in one process; peaks per fresh process with a fixed glibc mmap "
+    "threshold (resident) and from allocator events (alloc); default lean EdgeConv."
+)
+SESSION1_NOTE = (
+    "Its method: factorised EdgeConv under plain autograd; each configuration timed in its own "
+    "process; resident peak with glibc's default dynamic mmap threshold (freed tensors may stay "
+    "resident, so the no-grad forward before the baseline and allocator high-water blur it); no "
+    "allocator peak."
+)
 
 
 def _reset_peak() -> bool:
@@ -58,10 +82,22 @@ def _reset_peak() -> bool:
         return False
 
 
-def run_child(config: str, batch: int, warmup: int, steps: int) -> dict[str, Any]:
+def _hwm_bytes() -> int:
+    """Resident high-water mark (``VmHWM``; reset by :func:`_reset_peak`)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover
+        pass
+    return peak_rss_bytes()
+
+
+def build(config: str, batch: int) -> dict[str, Any]:
+    """One configuration at the paper architecture: model, optimizer, inputs and a step."""
     import torch
 
-    torch.set_num_threads(THREADS)
     from polyprompt.core import create
     from polyprompt.pointcloud.backbone import PointMAEBackbone, PointMAEConfig
 
@@ -80,7 +116,8 @@ def run_child(config: str, batch: int, warmup: int, steps: int) -> dict[str, Any
     else:
         from polyprompt.pointcloud.method import CachedTokens
 
-        model = create("idpt", bb, num_classes=15)
+        mode = "factorised" if config == "idpt_factorised" else "lean"
+        model = create("idpt", bb, num_classes=15, edge_conv=mode)
         inputs, net = x, model
         if config == "idpt_cached":
             t0 = time.perf_counter()
@@ -98,39 +135,104 @@ def run_child(config: str, batch: int, warmup: int, steps: int) -> dict[str, Any
         opt.step()
         return float(loss.detach())
 
-    with torch.no_grad():
+    with torch.no_grad():  # lazy initialisation outside the measurement
         net(inputs)
-    baseline = current_rss_bytes()
-    reset = _reset_peak()
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    peak = peak_rss_bytes()
     return {
-        "config": config,
-        "batch": batch,
-        "step_s": statistics.median(times),
-        "step_times_s": times,
-        "baseline_bytes": baseline,
-        "net_peak_bytes": peak - baseline,
-        "peak_reset": reset,
+        "step": step,
         "cache_build_s": build_s,
         "trainable_params": sum(p.numel() for p in params),
         "backbone_params": sum(p.numel() for p in bb.parameters()),
     }
 
 
-def spawn(config: str, batch: int, warmup: int, steps: int) -> dict[str, Any]:
+def run_memory_child(config: str, batch: int, kind: str) -> dict[str, Any]:
+    """Peak memory of the first two training steps (optimizer state created in step 1 counts),
+    net of the process after setup (model, optimizer, batch, one no-grad forward).
+
+    ``kind="rss"``: resident high-water mark (``/proc/self/clear_refs`` + ``VmHWM``);
+    ``kind="alloc"``: peak of live bytes from the CPU allocator's alloc / free events
+    (``torch.profiler`` ``profile_memory``), the CPU analogue of ``max_memory_allocated``.
+    """
+    import torch
+
+    torch.set_num_threads(THREADS)
+    b = build(config, batch)
+    out: dict[str, Any] = {"config": config, "kind": kind, "batch": batch}
+    if kind == "rss":
+        baseline = current_rss_bytes()
+        out["peak_reset"] = _reset_peak()
+        for _ in range(2):
+            b["step"]()
+        out["baseline_bytes"] = baseline
+        out["net_peak_bytes"] = _hwm_bytes() - baseline
+        return out
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for _ in range(2):
+            b["step"]()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    out["alloc_peak_bytes"] = peak
+    return out
+
+
+def run_timing_child(batch: int, warmup: int, rounds: int) -> dict[str, Any]:
+    """Step times of every configuration, built in one process and interleaved round by round
+    (one step of each per round), so machine load falls on all of them alike."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    built = {c: build(c, batch) for c in CONFIGS}
+    for _ in range(warmup):
+        for b in built.values():
+            b["step"]()
+    times: dict[str, list[float]] = {c: [] for c in CONFIGS}
+    for _ in range(rounds):
+        for c, b in built.items():
+            t0 = time.perf_counter()
+            b["step"]()
+            times[c].append(time.perf_counter() - t0)
+    return {
+        c: {
+            "step_s": statistics.median(times[c]),
+            "step_times_s": times[c],
+            "cache_build_s": built[c]["cache_build_s"],
+            "trainable_params": built[c]["trainable_params"],
+            "backbone_params": built[c]["backbone_params"],
+        }
+        for c in CONFIGS
+    }
+
+
+def spawn(args: list[str], malloc: bool = False) -> Any:
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", config]
-    cmd += ["--batch", str(batch), "--warmup", str(warmup), "--steps", str(steps)]
+    if malloc:
+        env.update(MALLOC_ENV)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"child {config} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
     return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def measure_cost(quick: bool) -> dict[str, Any]:
+    """Step time (one interleaved process) and peak memory (a fresh process per configuration
+    and metric) at the paper architecture."""
+    batch, warmup, rounds = (4, 1, 2) if quick else (8, 1, 5)
+    speed = spawn(
+        ["timing", "--batch", str(batch), "--warmup", str(warmup), "--rounds", str(rounds)]
+    )
+    for c in CONFIGS:
+        for kind in ("rss", "alloc"):
+            r = spawn(["memory", "--config", c, "--batch", str(batch), "--kind", kind], malloc=True)
+            speed[c].update({k: v for k, v in r.items() if k not in ("config", "kind")})
+        speed[c]["batch"] = batch
+    return speed
 
 
 def cache_equivalence(quick: bool) -> dict[str, Any]:
@@ -179,6 +281,26 @@ def cache_equivalence(quick: bool) -> dict[str, Any]:
     return out
 
 
+def _speed_rows(speed: dict[str, Any], part: str, blank: dict[str, str]) -> list[dict[str, Any]]:
+    full = speed["full_ft"]
+    rows = []
+    for c, r in speed.items():
+        row = {"part": part, "method": c, **blank} | {
+            "trainable_%": round(100 * r["trainable_params"] / r["backbone_params"], 2),
+            "step_s": round(r["step_s"], 3),
+            "step_vs_full_ft": round(r["step_s"] / full["step_s"], 3),
+            "net_peak_MiB": round(r["net_peak_bytes"] / MiB, 1),
+            "mem_vs_full_ft": round(r["net_peak_bytes"] / max(full["net_peak_bytes"], 1), 3),
+        }
+        if "alloc_peak_bytes" in r:
+            row["alloc_peak_MiB"] = round(r["alloc_peak_bytes"] / MiB, 1)
+            row["alloc_vs_full_ft"] = round(
+                r["alloc_peak_bytes"] / max(full["alloc_peak_bytes"], 1), 3
+            )
+        rows.append(row)
+    return rows
+
+
 def render(payload: dict[str, Any], out: Path, command: str | None = None) -> None:
     """Rows, notes and files (JSON, markdown, plot copy) from one run's ``payload``."""
     demo, equiv, speed = payload["demo"], payload["cache_equivalence"], payload["speed"]
@@ -186,7 +308,8 @@ def render(payload: dict[str, Any], out: Path, command: str | None = None) -> No
     full = speed["full_ft"]
     blank = dict.fromkeys(
         ["test_acc_%", "trainable_%", "checkpoint_KB", "s_per_seed", "step_s",
-         "step_vs_full_ft", "net_peak_MiB", "mem_vs_full_ft"], ""
+         "step_vs_full_ft", "net_peak_MiB", "mem_vs_full_ft", "alloc_peak_MiB",
+         "alloc_vs_full_ft"], ""
     )  # fmt: skip
     rows = []
     for r in demo["rows"]:
@@ -199,17 +322,10 @@ def render(payload: dict[str, Any], out: Path, command: str | None = None) -> No
                 "s_per_seed": round(r["seconds_mean"], 1),
             }
         )
-    for c, r in speed.items():
-        rows.append(
-            {"part": "speed (paper arch)", "method": c, **blank}
-            | {
-                "trainable_%": round(100 * r["trainable_params"] / r["backbone_params"], 2),
-                "step_s": round(r["step_s"], 3),
-                "step_vs_full_ft": round(r["step_s"] / full["step_s"], 3),
-                "net_peak_MiB": round(r["net_peak_bytes"] / MiB, 1),
-                "mem_vs_full_ft": round(r["net_peak_bytes"] / max(full["net_peak_bytes"], 1), 3),
-            }
-        )
+    rows += _speed_rows(speed, "cost (paper arch)", blank)
+    before = payload.get("speed_previous")
+    if before:
+        rows += _speed_rows(before, "cost, previous run", blank)
     idpt, cached = speed["idpt"], speed["idpt_cached"]
     targets = {
         "idpt_step_vs_full_ft": idpt["step_s"] / full["step_s"],
@@ -219,6 +335,10 @@ def render(payload: dict[str, Any], out: Path, command: str | None = None) -> No
         "cached_epoch_vs_full_ft": cached["step_s"] / full["step_s"],
         "cached_epoch_target": 0.15,
     }
+    if "alloc_peak_bytes" in idpt:
+        targets["idpt_alloc_vs_full_ft"] = idpt["alloc_peak_bytes"] / max(
+            full["alloc_peak_bytes"], 1
+        )
     by_name = {r["method"]: r for r in demo["rows"]}
     vpts = [r for n, r in by_name.items() if n.startswith("vpt")]
     vpt_best = max(vpts, key=lambda r: r["accuracy_mean"]) if vpts else None
@@ -231,11 +351,20 @@ def render(payload: dict[str, Any], out: Path, command: str | None = None) -> No
             else float("nan")
         ),
     }
-    batch, steps = full.get("batch", "?"), len(full.get("step_times_s", [])) or "?"
+    batch = full.get("batch", "?")
+    steps = len(full.get("step_times_s", [])) or "?"
     threads = payload.get("threads", THREADS)
     chamfer = info["backbone"]["pretrain_chamfer_first_last"]
+    when = payload.get("measured_at", {})
+    cmds = payload.get("commands", {})
+    alloc_line = (
+        f"IDPT allocator peak / full FT = {targets['idpt_alloc_vs_full_ft']:.2f} (target <= 0.25);\n"
+        if "idpt_alloc_vs_full_ft" in targets
+        else ""
+    )
     notes = f"""
-Quality: {info["data"]} ({info["num_classes"]} classes, splits {info["splits"]}), CPU-size Point-MAE
+Quality (measured {when.get("quality", "with the cost section")}{", command `" + cmds["quality"] + "`" if "quality" in cmds else ""}):
+{info["data"]} ({info["num_classes"]} classes, splits {info["splits"]}), CPU-size Point-MAE
 ({info["backbone"]["params"]:,} params) pre-trained in situ (Chamfer-L2 {chamfer[0]:.4f} -> {chamfer[1]:.4f}),
 {len(cfg["seeds"])} seeds x {cfg["epochs"]} epochs, augmentation {"on" if cfg["augment"] else "off"}; test accuracy
 mean ± std over seeds, model selection on val. IDPT - full FT: {quality["idpt_minus_full_ft_points"]:+.1f} points;
@@ -247,13 +376,25 @@ Cache == no cache (IDPT, 2 epochs, same seed, {equiv["train_clouds"]} training c
 {equiv["cached_test_accuracy"]:.3f}; wall {equiv["uncached_seconds"]:.1f} s / {equiv["cached_seconds"]:.1f} s
 (cached includes building the cache).
 
-Speed at the paper architecture (384-d, 12 blocks, 64 x 32 patches, 1024 points; batch {batch},
-{threads} torch thread(s), median of {steps} steps, each configuration in a fresh process):
+Cost at the paper architecture (measured {when.get("cost", "in this run")}{", command `" + cmds["cost"] + "`" if "cost" in cmds else ""};
+384-d, 12 blocks, 64 x 32 patches, 1024 points; batch {batch}, {threads} torch thread(s) on every side).
+Step time: all configurations built in ONE process and stepped in turn, round by round (median of
+{steps} rounds after warm-up), so machine load falls on all alike. Peak memory of the first two steps
+(AdamW state created in step 1 included), net of the process after setup (model, optimizer, batch,
+one no-grad forward), each configuration in a fresh process: `net_peak` = resident high-water mark
+(glibc mmap threshold fixed at 64 KiB so freed tensors leave the resident set), `alloc_peak` = peak
+live bytes of the CPU allocator (torch.profiler memory events). `idpt` = the default memory-lean
+EdgeConv, `idpt_factorised` = plain autograd through the (B, G, k, D) edge tensors (session 1's path).
 IDPT step / full FT step = {targets["idpt_step_vs_full_ft"]:.2f} (target <= 0.35);
 IDPT net peak memory / full FT = {targets["idpt_mem_vs_full_ft"]:.2f} (target <= 0.25);
-cached IDPT epoch / full FT epoch = {targets["cached_epoch_vs_full_ft"]:.3f} (target <= 0.15; one-off cache
+{alloc_line}cached IDPT epoch / full FT epoch = {targets["cached_epoch_vs_full_ft"]:.3f} (target <= 0.15; one-off cache
 build {cached["cache_build_s"]:.2f} s for {batch} clouds). The 2-core machine was shared with other jobs during
-this run (load average well above 2): absolute times are inflated; ratios are measured side by side.
+this run: absolute times are inflated; ratios are measured side by side.
+"""
+    if before:
+        notes += f"""
+Rows `cost, previous run`: the cost measurement this run replaced (measured
+{payload.get("previous_cost_measured_at", "?")}), kept for comparison. {payload.get("previous_cost_note", "")}
 """
     payload = {**payload, "targets": targets, "quality": quality}
     payload.pop("environment", None)
@@ -268,16 +409,26 @@ this run (load average well above 2): absolute times are inflated; ratios are me
         (Path(out) / f"{NAME}.png").write_bytes(Path(plot).read_bytes())
 
 
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
 def main(argv: list[str] | None = None) -> None:
     raw = sys.argv[1:] if argv is None else argv
     if raw and raw[0] == "--child":
         p = argparse.ArgumentParser()
         p.add_argument("--child")
+        p.add_argument("what", choices=["timing", "memory"])
+        p.add_argument("--config")
+        p.add_argument("--kind", choices=["rss", "alloc"])
         p.add_argument("--batch", type=int)
-        p.add_argument("--warmup", type=int)
-        p.add_argument("--steps", type=int)
-        a = p.parse_args(raw)
-        print(json.dumps(run_child(a.child, a.batch, a.warmup, a.steps)))
+        p.add_argument("--warmup", type=int, default=1)
+        p.add_argument("--rounds", type=int, default=5)
+        a = p.parse_args(["--child", "x", *raw[1:]])
+        if a.what == "timing":
+            print(json.dumps(run_timing_child(a.batch, a.warmup, a.rounds)))
+        else:
+            print(json.dumps(run_memory_child(a.config, a.batch, a.kind)))
         return
     if raw and raw[0] == "--render":
         # rebuild the markdown / table from a finished run's JSON (no re-measurement)
@@ -291,7 +442,41 @@ def main(argv: list[str] | None = None) -> None:
         payload.setdefault("threads", THREADS)
         render(payload, out, command=command)
         return
-    args = parse_args(__doc__.splitlines()[0], raw)
+    cost_only = "--cost-only" in raw
+    args = parse_args(__doc__.splitlines()[0], [a for a in raw if a != "--cost-only"])
+    command = "python " + " ".join([f"benchmarks/{NAME}.py", *raw])
+    if THREADS != 1:
+        command = f"POINTCLOUD_BENCH_THREADS={THREADS} {command}"
+    t_start = time.perf_counter()
+    if cost_only:
+        # re-measure only step time / memory; keep the quality and cache parts of the last
+        # full run (stored JSON in --out) and note when each part was measured
+        src = Path(args.out) / f"{NAME}.json"
+        if not src.is_file():
+            raise SystemExit(f"--cost-only needs a previous full run's {src}")
+        old = json.loads(src.read_text())
+        speed = measure_cost(args.quick)
+        commands = old.get("commands") or {"quality": old.get("command", "?")}
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(src.stat().st_mtime))
+        when = old.get("measured_at") or {"quality": stamp, "cost": stamp}
+        payload = {
+            "quick": args.quick,
+            "threads": THREADS,
+            "command": command,
+            "commands": {**commands, "cost": command},
+            "measured_at": {**when, "cost": _utc_now()},
+            "demo": old["demo"],
+            "cache_equivalence": old["cache_equivalence"],
+            "speed": speed,
+            "total_seconds": time.perf_counter() - t_start,
+        }
+        # keep the replaced cost measurement for comparison
+        payload["speed_previous"] = old["speed"]
+        payload["previous_cost_measured_at"] = when.get("cost", when.get("quality", "?"))
+        payload["previous_cost_note"] = old.get("cost_note", SESSION1_NOTE)
+        payload["cost_note"] = COST_NOTE
+        render(payload, Path(args.out), command=command)
+        return
     import tempfile
 
     import torch
@@ -299,7 +484,6 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(THREADS)
     from polyprompt.pointcloud.demo import DemoConfig, run_demo
 
-    t_start = time.perf_counter()
     # 1. quality on real data (the example's protocol)
     cfg = DemoConfig.quick().replace(seeds=(0, 1, 2)) if args.quick else DemoConfig()
     cfg = cfg.replace(save_checkpoints=False)
@@ -312,16 +496,16 @@ def main(argv: list[str] | None = None) -> None:
     # 2. cache == no cache
     equiv = cache_equivalence(args.quick)
     print(f"cache equivalence: {equiv}", flush=True)
-    # 3. speed / memory side by side (paper architecture)
-    batch, warmup, steps = (4, 1, 2) if args.quick else (8, 1, 4)
-    speed = {c: spawn(c, batch, warmup, steps) for c in CONFIGS}
-    command = "python " + " ".join([f"benchmarks/{NAME}.py", *raw])
-    if THREADS != 2:
-        command = f"POINTCLOUD_BENCH_THREADS={THREADS} {command}"
+    # 3. step time / memory side by side (paper architecture)
+    speed = measure_cost(args.quick)
+    now = _utc_now()
     payload = {
         "quick": args.quick,
         "threads": THREADS,
         "command": command,
+        "commands": {"quality": command, "cost": command},
+        "measured_at": {"quality": now, "cost": now},
+        "cost_note": COST_NOTE,
         "demo": demo.to_dict(),
         "cache_equivalence": equiv,
         "speed": speed,

@@ -187,7 +187,9 @@ class PatchEncoder(nn.Module):
         x = patches.reshape(b * g, s, 3).transpose(2, 1)
         f = self.first_conv(x)  # (BG, c2, S)
         f = torch.cat([f.max(dim=2, keepdim=True).values.expand(-1, -1, s), f], dim=1)
-        f = self.second_conv(f)  # (BG, D, S)
+        for layer in self.second_conv:  # = self.second_conv(f), but each layer's input is
+            f = layer(f)  # released as soon as its output exists (lower no-grad peak memory)
+        # f: (BG, D, S)
         return f.max(dim=2).values.reshape(b, g, self.out_dim)
 
 

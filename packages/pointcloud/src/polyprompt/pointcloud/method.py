@@ -56,7 +56,7 @@ from polyprompt.core.freezing import freeze_backbone
 from polyprompt.core.methods.base import PromptMethod
 from polyprompt.core.registry import register_method
 from polyprompt.core.validation import check_tensor
-from polyprompt.pointcloud.generator import DGCNNPromptGenerator
+from polyprompt.pointcloud.generator import DGCNNPromptGenerator, EdgeConvMode
 
 __all__ = ["IDPT", "HeadFeatures", "IDPTConfig", "PackedPositions"]
 
@@ -97,6 +97,10 @@ class IDPTConfig(PromptConfig):
         negative_slope: LeakyReLU slope of the generator (0.2).
         train_cls_token: also train ``cls_token`` / ``cls_pos`` (official optimiser; needs
             gradients through every block).
+        edge_conv: how the generator evaluates its EdgeConvs (:class:`EdgeConvMode`):
+            ``lean`` (default: no ``(B, 2D, G, k)`` edge tensor kept for backward; same logits
+            and gradients to float rounding), ``factorised`` (plain autograd), ``official``
+            (the literal ``Conv2d`` on the edge tensor).
     """
 
     num_classes: int = 2
@@ -107,6 +111,7 @@ class IDPTConfig(PromptConfig):
     head_features: HeadFeatures = HeadFeatures.ALL
     negative_slope: float = 0.2
     train_cls_token: bool = False
+    edge_conv: EdgeConvMode = EdgeConvMode.LEAN
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -203,7 +208,9 @@ class IDPT(PromptMethod):
             for name in ("cls_token", "cls_pos"):
                 getattr(backbone, name).requires_grad_(True)
         d = int(backbone.embed_dim)
-        self.generator = DGCNNPromptGenerator(d, k=config.k, negative_slope=config.negative_slope)
+        self.generator = DGCNNPromptGenerator(
+            d, k=config.k, negative_slope=config.negative_slope, edge_conv=config.edge_conv
+        )
         self.register_buffer("prompt_pos", torch.empty(1, 1, d))
         nn.init.trunc_normal_(self.prompt_pos, std=0.02)
         h, p = config.head_hidden, config.head_dropout
@@ -310,7 +317,7 @@ class IDPT(PromptMethod):
         c = self.config
         return (
             f"num_classes={c.num_classes}, prompt_layer={self.prompt_layer}, k={c.k}, "
-            f"head_features={c.head_features.value}"
+            f"head_features={c.head_features.value}, edge_conv={c.edge_conv.value}"
         )
 
 
