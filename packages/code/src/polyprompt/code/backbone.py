@@ -45,13 +45,45 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from polyprompt.core.backbones.hf import HFTextAdapter
 
-__all__ = ["CodeBackbone", "CodeMLMConfig", "load_codebert", "save_codebert"]
+__all__ = [
+    "CodeBackbone",
+    "CodeMLMConfig",
+    "load_codebert",
+    "mlm_head",
+    "save_codebert",
+    "special_ids",
+]
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def mlm_head(model: Any) -> Any:
+    """The masked-LM head of a ``transformers`` masked LM, or ``None``.
+
+    RoBERTa / CodeBERT (``RobertaForMaskedLM``) call it ``lm_head``; BERT / MiniLM
+    (``BertForMaskedLM``) call it ``cls`` (``BertOnlyMLMHead``). Both map the encoder's
+    hidden states ``(..., D)`` to vocabulary logits ``(..., V)``.
+    """
+    head = getattr(model, "lm_head", None)
+    if head is None:
+        head = getattr(model, "cls", None)
+    return head if callable(head) else None
+
+
+def special_ids(tokenizer: Any) -> tuple[int | None, int | None]:
+    """``(start, end)`` ids of a sequence: RoBERTa's ``<s>`` / ``</s>`` (bos / eos) or BERT's
+    ``[CLS]`` / ``[SEP]`` (a BERT tokenizer has no bos / eos)."""
+    start = getattr(tokenizer, "bos_token_id", None)
+    end = getattr(tokenizer, "eos_token_id", None)
+    if start is None:
+        start = getattr(tokenizer, "cls_token_id", None)
+    if end is None:
+        end = getattr(tokenizer, "sep_token_id", None)
+    return start, end
 
 
 @dataclass
@@ -116,24 +148,38 @@ class CodeMLMConfig(PromptConfig):
 
 @dataclass
 class CodeBackbone:
-    """A RoBERTa masked LM and its tokenizer.
+    """A masked LM and its tokenizer.
 
     Attributes:
-        model: ``RobertaForMaskedLM`` (eval mode). Shared: :meth:`adapter` copies it.
-        tokenizer: ``RobertaTokenizerFast``.
+        model: ``RobertaForMaskedLM`` (CodeBERT layout, in-situ mini-CodeBERT) or
+            ``BertForMaskedLM`` (MiniLM, :mod:`polyprompt.code.minilm`), eval mode.
+            Shared: :meth:`adapter` copies it.
+        tokenizer: ``RobertaTokenizerFast`` / ``BertTokenizerFast``.
         path: folder it was loaded from (``None`` if built in memory).
         info: free-form facts (pre-training loss, steps, cache key ...).
+        context: template length the methods use by default (``None``: the model's whole
+            context); :func:`polyprompt.code.train.build_method` passes it as ``max_length``.
     """
 
     model: RobertaForMaskedLM
     tokenizer: PreTrainedTokenizerBase
     path: Path | None = None
     info: dict[str, Any] | None = None
+    context: int | None = None
 
     @property
     def max_length(self) -> int:
-        """Token context (``max_position_embeddings - 2`` for RoBERTa's padding offset)."""
-        return int(self.model.config.max_position_embeddings) - 2
+        """Token context (``max_position_embeddings - 2`` for RoBERTa's padding offset,
+        ``max_position_embeddings`` for BERT; the rule of ``HFTextAdapter``)."""
+        from polyprompt.core.backbones.hf import HFTextAdapter
+
+        ctx = HFTextAdapter._context_length(self.model.config, self.model)
+        return int(ctx if ctx is not None else 512)
+
+    @property
+    def kind(self) -> str:
+        """``model_type`` of the config (``roberta`` / ``bert``)."""
+        return str(self.model.config.model_type)
 
     def adapter(self, copy_weights: bool = True) -> HFTextAdapter:
         """An :class:`~polyprompt.core.backbones.hf.HFTextAdapter` over (a copy of) the MLM."""

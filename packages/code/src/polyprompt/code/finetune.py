@@ -7,6 +7,10 @@ encoded as ``<s> input_1 </s></s> input_2 </s>`` and the ``<s>`` state goes thro
 ``mode="linear_probe"`` freezes the encoder and trains one ``nn.Linear`` on the ``<s>``
 state (PACKAGE.md's linear-probe baseline). Registered as ``"code_finetune"``.
 
+On a BERT backbone (MiniLM) the pair is ``[CLS] input_1 [SEP] input_2 [SEP]`` with segment
+ids 0 / 1 (BERT's pair encoding) and the same head reads the ``[CLS]`` state (the
+checkpoint's pooler is not used, as with CodeBERT's ``RobertaClassificationHead``).
+
 Example::
 
     >>> model = CodeClassifier(backbone.adapter(), CodeClassifierConfig())   # doctest: +SKIP
@@ -23,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from polyprompt.code.backbone import mlm_head
 from polyprompt.code.pairs import Task, check_pairs
 from polyprompt.core.backbones.hf import HFTextAdapter
 from polyprompt.core.config import PromptConfig
@@ -64,7 +69,8 @@ class CodeClassifier(PromptMethod):
     """Encoder (the masked LM's ``base_model``) + classification head on ``<s>``.
 
     Args:
-        backbone: ``HFTextAdapter`` of a ``RobertaForMaskedLM`` with its tokenizer; the MLM
+        backbone: ``HFTextAdapter`` of a ``RobertaForMaskedLM`` / ``BertForMaskedLM`` with its
+            tokenizer; the MLM
             head is unused. Fine-tuning changes the backbone's weights: pass a copy
             (``CodeBackbone.adapter()`` copies).
     """
@@ -90,7 +96,7 @@ class CodeClassifier(PromptMethod):
             cfg.classifier_dropout = config.dropout
             self.head = RobertaClassificationHead(cfg)
             backbone.requires_grad_(True)
-            backbone.model.lm_head.requires_grad_(False)  # unused by this method ...
+            mlm_head(backbone.model).requires_grad_(False)  # unused by this method ...
             backbone.model.base_model.requires_grad_(
                 True
             )  # ... but its decoder is tied to the embeddings
@@ -99,7 +105,8 @@ class CodeClassifier(PromptMethod):
             self.head = nn.Linear(dim, 2)
 
     def encode(self, pairs: Any) -> dict[str, torch.Tensor]:
-        """Pairs -> ``<s> a </s></s> b </s>`` (``longest_first`` truncation) + labels."""
+        """Pairs -> ``<s> a </s></s> b </s>`` (RoBERTa) or ``[CLS] a [SEP] b [SEP]`` with
+        segment ids (BERT), ``longest_first`` truncation, + labels."""
         pairs = check_pairs(pairs, "CodeClassifier.encode")
         enc = self.tokenizer(
             [p.text_a for p in pairs],
@@ -109,11 +116,14 @@ class CodeClassifier(PromptMethod):
             padding="longest",
             return_tensors="pt",
         )
-        return {
+        out = {
             "input_ids": enc["input_ids"],
             "attention_mask": enc["attention_mask"],
             "labels": torch.tensor([p.label for p in pairs], dtype=torch.long),
         }
+        if "token_type_ids" in enc and getattr(self.backbone.config, "type_vocab_size", 1) > 1:
+            out["token_type_ids"] = enc["token_type_ids"]  # BERT: segment B = 1
+        return out
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         where = "CodeClassifier.forward"
@@ -128,8 +138,9 @@ class CodeClassifier(PromptMethod):
                 f"{where}: sequence length {ids.shape[1]} exceeds the model context of "
                 f"{self.max_length} tokens (encode pairs with .encode, which truncates)"
             )
+        extra = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
         hidden = self.backbone.model.base_model(
-            input_ids=ids, attention_mask=mask
+            input_ids=ids, attention_mask=mask, **extra
         ).last_hidden_state
         if self.config.mode is ClassifierMode.FINETUNE:
             return self.head(hidden)  # RobertaClassificationHead reads hidden[:, 0]

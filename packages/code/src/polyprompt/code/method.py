@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polyprompt.code.backbone import mlm_head
 from polyprompt.code.pairs import Task
 from polyprompt.code.template import TemplateEncoder, resolve_label_words
 from polyprompt.core.backbones.hf import HFTextAdapter
@@ -96,13 +97,10 @@ def _as_backbone(backbone: Any, where: str) -> HFTextAdapter:
         raise ConfigError(
             f"{where}: the HFTextAdapter needs its tokenizer (HFTextAdapter(mlm, tokenizer=tok))"
         )
-    if (
-        getattr(adapter.model, "lm_head", None) is None
-        or getattr(adapter.model, "base_model", None) is None
-    ):
+    if mlm_head(adapter.model) is None or getattr(adapter.model, "base_model", None) is None:
         raise ConfigError(
             f"{where}: backbone {type(adapter.model).__name__} has no masked-LM head "
-            "(use RobertaForMaskedLM, CodeBERT's layout)"
+            "(use RobertaForMaskedLM, CodeBERT's layout, or BertForMaskedLM)"
         )
     return adapter
 
@@ -286,7 +284,7 @@ class _MaskedLMPairMethod(PromptMethod):
         if bool(((pos < 0) | (pos >= t)).any()):
             raise InputError(f"{where}: mask_pos out of range [0, {t})")
         at_mask = hidden[torch.arange(b, device=hidden.device), pos]  # (B, D)
-        vocab_logits = model.lm_head(at_mask)  # (B, V)
+        vocab_logits = mlm_head(model)(at_mask)  # (B, V): RoBERTa lm_head / BERT cls
         return vocab_logits.index_select(-1, self.label_ids)
 
     @torch.no_grad()
@@ -307,7 +305,8 @@ class Zecoler(_MaskedLMPairMethod):
 
     Args:
         backbone: an :class:`~polyprompt.core.backbones.hf.HFTextAdapter` of a
-            ``RobertaForMaskedLM`` with its tokenizer (``CodeBackbone.adapter()``).
+            ``RobertaForMaskedLM`` (CodeBERT layout) or ``BertForMaskedLM`` (MiniLM,
+            :mod:`polyprompt.code.minilm`) with its tokenizer (``CodeBackbone.adapter()``).
         config: :class:`ZecolerConfig`.
 
     Trainable: ``prompt_encoder`` (``lstm`` / ``mlp``) or ``prompt`` (``none``) only.

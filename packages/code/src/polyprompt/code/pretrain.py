@@ -143,11 +143,14 @@ def train_tokenizer(texts: list[str], vocab_size: int, max_length: int) -> Any:
 
 
 def _pack(texts: list[str], tokenizer: Any, block: int) -> Any:
-    """Concatenate tokenised texts (``</s>`` between) into ``<s> ... </s>`` blocks."""
+    """Concatenate tokenised texts (``</s>`` between) into ``<s> ... </s>`` blocks
+    (``[SEP]`` / ``[CLS] ... [SEP]`` with a BERT tokenizer)."""
     import torch
 
+    from polyprompt.code.backbone import special_ids
+
     ids: list[int] = []
-    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    bos, eos = special_ids(tokenizer)
     for enc in tokenizer(texts, add_special_tokens=False)["input_ids"]:
         ids.extend(enc)
         ids.append(eos)

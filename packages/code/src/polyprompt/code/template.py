@@ -1,5 +1,8 @@
 """Pair templates: ``<s> [P..] input_1 [P..] input_2 [P..] <mask> </s>`` and manual ones.
 
+(With a BERT tokenizer — MiniLM — ``<s>`` / ``</s>`` / ``<mask>`` are ``[CLS]`` / ``[SEP]``
+/ ``[MASK]``.)
+
 Zecoler's template (official ``CloneDetPVP`` pattern 10, ``data_utils/task_pvps.py``)
 interleaves continuous prompt slots with the two inputs and ends with the ``<mask>`` whose
 masked-LM prediction is read through the verbalizer. A :class:`TemplateEncoder` takes three
@@ -27,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from polyprompt.code.backbone import special_ids
 from polyprompt.code.pairs import PairExample, check_pairs
 from polyprompt.core.errors import ConfigError, InputError
 
@@ -79,7 +83,8 @@ class TemplateEncoder:
     """Turns :class:`PairExample` lists into padded template tensors.
 
     Args:
-        tokenizer: a RoBERTa-style tokenizer (``bos/eos/pad/mask/unk`` token ids).
+        tokenizer: a RoBERTa-style (``bos/eos/pad/mask/unk`` token ids) or BERT-style
+            (``cls/sep/pad/mask/unk``) tokenizer.
         max_length: total template length (``<= backbone.max_length``).
         segments: three segments (``int`` prompt slots or ``str`` fixed words).
 
@@ -108,13 +113,10 @@ class TemplateEncoder:
                 self.segments.append(
                     tokenizer(s, add_special_tokens=False)["input_ids"] if s else []
                 )
-        for name in (
-            "bos_token_id",
-            "eos_token_id",
-            "pad_token_id",
-            "mask_token_id",
-            "unk_token_id",
-        ):
+        self.start_id, self.end_id = special_ids(tokenizer)
+        if self.start_id is None or self.end_id is None:
+            raise ConfigError(f"{where}: tokenizer has no bos/eos (RoBERTa) or cls/sep (BERT) ids")
+        for name in ("pad_token_id", "mask_token_id", "unk_token_id"):
             if getattr(tokenizer, name, None) is None:
                 raise ConfigError(f"{where}: tokenizer has no {name}")
         fixed = 3 + sum(s if isinstance(s, int) else len(s) for s in self.segments)
@@ -145,7 +147,7 @@ class TemplateEncoder:
         rows, prompts, mpos = [], [], []
         for a, b in zip(enc_a, enc_b):
             la, lb = fit_two(len(a), len(b), self.budget)
-            ids, pm = [tok.bos_token_id], [False]
+            ids, pm = [self.start_id], [False]
             for part in (0, "a", 1, "b", 2):
                 if part == "a":
                     ids += a[:la]
@@ -158,7 +160,7 @@ class TemplateEncoder:
                     ids += i
                     pm += m
             mpos.append(len(ids))
-            ids += [tok.mask_token_id, tok.eos_token_id]
+            ids += [tok.mask_token_id, self.end_id]
             pm += [False, False]
             rows.append(ids)
             prompts.append(pm)

@@ -115,6 +115,8 @@ def build_method(name: str, backbone: Any, task: Task | str, **overrides: Any) -
         raise ConfigError(f"build_method: unknown method {name!r}; choose one of {sorted(METHODS)}")
     spec = METHODS[name]
     fields = {**spec.config, "task": Task(task), **overrides}
+    if getattr(backbone, "context", None) is not None:
+        fields.setdefault("max_length", backbone.context)
     return create(spec.registry, backbone.adapter(), **fields)
 
 
