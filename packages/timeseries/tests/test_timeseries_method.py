@@ -94,6 +94,20 @@ def test_init_target_from_copies_source(pond):
         pond.init_target_from(3)
 
 
+def test_reset_target_starts_from_common_prompt_only(pond):
+    x = torch.randn(4, 6, 128)
+    with torch.no_grad():
+        pond.domain_prompts[3].normal_()
+        pond.generators[3].out.weight.normal_()
+        pond.domain_prompts[0].normal_()
+    pond.eval()
+    pond.reset_target()
+    # the target slot adds nothing: its prompt is the common prompt alone
+    torch.testing.assert_close(pond.forward_parts(x)["specific"], torch.zeros(4, 4, 16))
+    torch.testing.assert_close(pond(x), pond.forward_common(x))
+    assert pond.domain_prompts[0].abs().sum() > 0  # sources untouched
+
+
 def test_unknown_domain_and_bad_inputs(pond):
     x = torch.randn(2, 6, 128)
     with pytest.raises(InputError, match="unknown domain"):

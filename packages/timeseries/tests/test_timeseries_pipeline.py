@@ -78,3 +78,26 @@ def test_inceptiontime_baselines(four_subjects):
     assert set(res["methods"]) == set(cfg.methods)
     assert all(0 <= v["f1"] <= 1 for v in res["methods"].values())
     assert res["methods"]["inceptiontime_finetune"]["trainable_percent"] == pytest.approx(100.0)
+
+
+def test_step3_options_and_replay_baselines(four_subjects):
+    from polyprompt.timeseries.pipeline import source_replay
+
+    cfg = PipelineConfig(
+        **TINY,
+        adapt_init="common",
+        adapt_replay="all",
+        methods=("source_only", "finetune_replay", "prompt_tuning_replay", "pond"),
+    )
+    split = prepare_split(four_subjects, 0, cfg, seed=0)
+    idx = source_replay(split, cfg, seed=0)
+    assert len(idx) == len(split.sources) // 3 and len(set(idx.tolist())) == len(idx)
+    assert len(np.unique(split.sources.domain[idx])) > 1  # drawn from all sources, not one
+    np.testing.assert_array_equal(idx, source_replay(split, cfg, seed=0))  # seeded
+    res = run_scenario(four_subjects, 0, cfg, seed=0)
+    assert set(res["methods"]) == set(cfg.methods)
+    assert all(0.0 <= v["f1"] <= 1.0 for v in res["methods"].values())
+    with pytest.raises(ConfigError, match="adapt_init"):
+        PipelineConfig(adapt_init="random")
+    with pytest.raises(ConfigError, match="adapt_replay"):
+        PipelineConfig(adapt_replay="some")

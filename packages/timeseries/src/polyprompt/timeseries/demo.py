@@ -42,8 +42,11 @@ METHOD_TITLES: dict[str, str] = {
     "finetune": "fine-tune (full)",
     "linear_probe": "linear probe",
     "prompt_tuning": "prompt tuning (VPT-shallow)",
+    "finetune_replay": "fine-tune (full) + source replay",
+    "prompt_tuning_replay": "prompt tuning + source replay",
     "dann": "DANN",
     "pond": "POND",
+    "pond_ensemble": "POND + mixture of all source prompts",
     "inceptiontime_target_only": "InceptionTime target-only",
     "inceptiontime_source_only": "InceptionTime source-only (pooled)",
     "inceptiontime_finetune": "InceptionTime fine-tune",
@@ -156,6 +159,15 @@ def _selection_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _method_color(j: int, n: int) -> Any:
+    """Distinct colours for up to 20 methods (``C0..C9`` repeat after 10)."""
+    if n <= 10:
+        return f"C{j}"
+    from matplotlib import colormaps
+
+    return colormaps["tab20"](j % 20)
+
+
 def _plots(
     runs: list[dict[str, Any]], rows: list[dict[str, Any]], methods: Sequence[str], out: Path
 ) -> dict[str, Path]:
@@ -187,7 +199,7 @@ def _plots(
             vals,
             width,
             label=METHOD_TITLES.get(m, m),
-            color=f"C{j % 10}",
+            color=_method_color(j, len(methods)),
         )
     ax.set_xticks(np.arange(len(targets)) + 0.4 - width / 2)
     ax.set_xticklabels([f"subj {t}" for t in targets], rotation=30)

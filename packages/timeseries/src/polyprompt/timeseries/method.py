@@ -293,6 +293,16 @@ class POND(PromptMethod):
             self.domain_prompts[self.target_id].copy_(self.domain_prompts[source])
             self.generators[self.target_id].load_state_dict(self.generators[source].state_dict())
 
+    def reset_target(self) -> None:
+        """Step 3 [I], ``adapt_init="common"``: empty the target slot (static prompt and the
+        generator's zero-initialised output layer set to 0), so the target starts from the
+        common prompt alone, i.e. from what is shared by all sources."""
+        t = self.target_id
+        with torch.no_grad():
+            self.domain_prompts[t].zero_()
+            self.generators[t].out.weight.zero_()
+            self.generators[t].out.bias.zero_()
+
     # ------------------------------------------------------------------ prompts
     @property
     def num_prompt_tokens(self) -> int:

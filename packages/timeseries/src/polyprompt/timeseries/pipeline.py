@@ -15,15 +15,20 @@ A *scenario* is ``{all other domains} -> target domain``. For one scenario and o
 3. **POND** (:mod:`.method`): step 2a source prompts (frozen backbone + head), step 2b target
    prompts on the shots (+ a small replay of source windows for ``L_dd``), source selection
    (:mod:`.selection`), step 3 adaptation of the target prompt initialised from ``i*``
-   (prompt + generator + head; backbone optional) on the shots.
+   (``adapt_init``; prompt + generator, optionally the head and the backbone) on the shots
+   (optionally with replayed source windows, ``adapt_replay``). Step-3 defaults were chosen on
+   a development protocol without evaluated targets (``examples/timeseries/pond_dev_protocol.py``).
 4. **baselines** on the same split and backbone: ``source_only`` (the pooled pre-trained
    model), ``single_source_oracle`` / ``single_source_selected`` (source ``i``'s POND prompt
    applied to the target without target training; the best one by target test F1 = oracle,
    the one chosen by the criteria = selected), ``target_only`` (a fresh TSTPlus trained on the
    shots), ``finetune`` (all pre-trained weights on the shots), ``linear_probe`` and
    ``prompt_tuning`` (core ``linear_probe`` / VPT-shallow with the pre-trained head, plain
-   prompt tuning without domain prompts), ``dann`` (Ganin et al. 2016: gradient reversal,
-   pooled sources + target shots labelled, target windows outside the test set unlabelled).
+   prompt tuning without domain prompts), ``finetune_replay`` / ``prompt_tuning_replay`` (the
+   same on the shots + the source windows of :func:`source_replay`), ``dann`` (Ganin et al.
+   2016: gradient reversal, pooled sources + target shots labelled, target windows outside the
+   test set unlabelled), ``pond_ensemble`` ([I] option: POND's adapted target prompt and every
+   source prompt, class probabilities averaged).
 
 Metric: macro-F1 (torchmetrics via :func:`polyprompt.core.metrics.compute_metric`) on the
 target test windows.
@@ -78,8 +83,11 @@ ALL_METHODS: tuple[str, ...] = (
     "finetune",
     "linear_probe",
     "prompt_tuning",
+    "finetune_replay",
+    "prompt_tuning_replay",
     "dann",
     "pond",
+    "pond_ensemble",
 )
 #: opt-in non-prompt baselines on tsai's InceptionTimePlus (a CNN, not promptable)
 INCEPTION_METHODS: tuple[str, ...] = (
@@ -93,6 +101,8 @@ _NEEDS_LABELS = (
     "finetune",
     "linear_probe",
     "prompt_tuning",
+    "finetune_replay",
+    "prompt_tuning_replay",
     "inceptiontime_target_only",
     "inceptiontime_finetune",
 )
@@ -120,9 +130,13 @@ class PipelineConfig(PromptConfig):
     ``fidelity``, ``lambda_fid``, ``lambda_dd``, ``lambda_orth`` (see :class:`PONDConfig`);
     ``prompt_epochs`` / ``prompt_lr`` (step 2a), ``target_epochs`` + ``replay_per_source``
     (step 2b), ``adapt_epochs`` / ``adapt_lr`` / ``adapt_backbone`` / ``adapt_train_head`` /
-    ``adapt_mix_source`` (step 3: also train on the chosen source's windows, fed with the
-    target prompt, so a few shots from one recording do not wipe out what the source prompt
-    knew; POND.md §5 "optionally mixed with source i* data"), ``adapt_lambda_dd`` (weight of
+    ``adapt_init`` (step 3's start: ``"source"`` = the target slot is a copy of the chosen
+    source's prompt + generator, POND.md §5; ``"common"`` = the slot is emptied and the
+    target starts from the common prompt, the part shared by all sources),
+    ``adapt_replay`` (step 3 also trains on source windows fed with the target prompt, so a
+    few shots from one recording do not wipe out what the sources taught: ``"chosen"`` = all
+    windows of ``i*``, POND.md §5 "optionally mixed with source i* data"; ``"all"`` = as many
+    windows as an average source has, drawn from all sources; ``"none"``), ``adapt_lambda_dd`` (weight of
     L_dd in step 3: 0 by default, since the frozen discriminator would push the prompt copied
     from ``i*`` away from ``i*``), ``criterion`` /
     ``similarity_on`` (selection).
@@ -160,7 +174,8 @@ class PipelineConfig(PromptConfig):
     adapt_lr: float = 1e-3
     adapt_backbone: bool = False
     adapt_train_head: bool = False
-    adapt_mix_source: bool = True
+    adapt_init: str = "source"
+    adapt_replay: str = "none"
     adapt_lambda_dd: float = 0.0
     criterion: Criterion = Criterion.BOTH
     similarity_on: str = "specific"
@@ -211,6 +226,16 @@ class PipelineConfig(PromptConfig):
             "dann_lr",
         ):
             r(_pos(getattr(self, name)), name, "must be a number > 0")
+        r(
+            self.adapt_init in ("source", "common"),
+            "adapt_init",
+            "must be 'source' (copy the chosen source's prompt) or 'common' (empty target slot)",
+        )
+        r(
+            self.adapt_replay in ("chosen", "all", "none"),
+            "adapt_replay",
+            "must be 'chosen', 'all' or 'none'",
+        )
         r(
             self.similarity_on in ("specific", "full"),
             "similarity_on",
@@ -487,6 +512,15 @@ def prepare_split(data: DomainData, target: int, cfg: PipelineConfig, seed: int)
     )
 
 
+def source_replay(split: _Split, cfg: PipelineConfig, seed: int) -> np.ndarray:
+    """Indices of the source windows replayed in step 3 with ``adapt_replay="all"`` (and by
+    the ``*_replay`` baselines): as many windows as an average source has, drawn uniformly
+    (seeded) from all source windows."""
+    n_src = len(split.sources)
+    n = max(1, n_src // max(1, len(split.source_ids)))
+    return np.sort(np.random.default_rng(seed + 7919).choice(n_src, size=n, replace=False))
+
+
 def _local_domains(sources: DomainData, source_ids: Sequence[int]) -> np.ndarray:
     lut = {g: i for i, g in enumerate(source_ids)}
     return np.array([lut[int(d)] for d in sources.domain], dtype=np.int64)
@@ -572,6 +606,22 @@ def run_scenario(
                 model, shot_ds
             )
             record(name, model, predict(model, x_test), start)
+    replay_idx = source_replay(split, cfg, seed)
+    for name, kind, lr, opts in (
+        ("finetune_replay", "full_finetune", cfg.finetune_lr, {}),
+        ("prompt_tuning_replay", "vpt", cfg.vpt_lr, {"num_tokens": cfg.num_tokens, "deep": False}),
+    ):
+        if name in methods:  # same shots + the same source replay as POND's step 3 ("all")
+            start = time.perf_counter()
+            torch.manual_seed(seed)
+            model = pre.method(kind, **opts)
+            data_r = TensorDataset(
+                torch.cat([x_shot, xs[replay_idx]]), torch.cat([y_shot, ys[replay_idx]])
+            )
+            _trainer(cfg, epochs=cfg.adapt_epochs, lr=lr, seed=seed, num_classes=k).fit(
+                model, data_r
+            )
+            record(name, model, predict(model, x_test), start)
     if "dann" in methods:
         start = time.perf_counter()
         torch.manual_seed(seed)
@@ -591,7 +641,7 @@ def run_scenario(
         record("dann", model, predict(model, x_test), start)
     if set(INCEPTION_METHODS) & set(methods):
         _run_inception(out, cfg, seed, k, xs, ys, x_shot, y_shot, x_test, y_test, methods, record)
-    pond_names = {"pond", "single_source_oracle", "single_source_selected"}
+    pond_names = {"pond", "pond_ensemble", "single_source_oracle", "single_source_selected"}
     if pond_names & set(methods):
         _run_pond(
             out,
@@ -679,16 +729,22 @@ def _run_pond(
             "seconds": source_seconds,
             **_report(frozen),
         }
-    if "pond" in methods:
+    if {"pond", "pond_ensemble"} & set(methods):
         # step 3: target prompt initialised from the chosen source, adapted on the shots
-        model.init_target_from(sel.chosen)
+        if cfg.adapt_init == "source":
+            model.init_target_from(sel.chosen)
+        else:
+            model.reset_target()
         model.set_phase("adapt", adapt_backbone=cfg.adapt_backbone, train_head=cfg.adapt_train_head)
         model.loss_overrides = {"lambda_dd": cfg.adapt_lambda_dd}
         if labelled:
             x3, y3 = x_shot, y_shot
-            if cfg.adapt_mix_source:
+            if cfg.adapt_replay == "chosen":
                 mine = ds == sel.chosen
                 x3, y3 = torch.cat([x_shot, xs[mine]]), torch.cat([y_shot, ys[mine]])
+            elif cfg.adapt_replay == "all":
+                idx = torch.from_numpy(source_replay(split, cfg, seed))
+                x3, y3 = torch.cat([x_shot, xs[idx]]), torch.cat([y_shot, ys[idx]])
             d3 = torch.full((len(x3),), model.target_id, dtype=torch.long)
             _trainer(
                 cfg,
@@ -699,7 +755,17 @@ def _run_pond(
                 step_fn=pond_step,
             ).fit(model, TensorDataset(x3, y3, d3))
         model.loss_overrides = {}
-        record("pond", model, predict(model, x_test), start, epoch_seconds_sources=epoch_seconds)
+        logits = predict(model, x_test)
+        if "pond" in methods:
+            record("pond", model, logits, start, epoch_seconds_sources=epoch_seconds)
+        if "pond_ensemble" in methods:
+            # [I] option: average the class probabilities of the adapted target prompt and of
+            # every source prompt (a uniform mixture over the domain prompts; v1 had an MoE)
+            probs = [logits.softmax(-1)] + [
+                predict(model, x_test, lambda m, xb, i=i: m(xb, i)).softmax(-1) for i in range(s)
+            ]
+            mean = torch.stack(probs).mean(0).clamp_min(1e-12).log()
+            record("pond_ensemble", model, mean, start, epoch_seconds_sources=epoch_seconds)
         out["pond_model"] = model
 
 
