@@ -192,6 +192,26 @@ class CodeBackbone:
         return sum(p.numel() for p in self.model.parameters())
 
 
+def read_hf_config(directory: Path, model_type: str, name: str) -> dict[str, Any]:
+    """``directory/config.json`` of a Hugging Face checkpoint, checked to be ``model_type``.
+
+    Raises:
+        CheckpointError: no config.json, not JSON, or another model type (names ``name``).
+    """
+    cfg_path = directory / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{directory}: no config.json (official {name} layout)")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{cfg_path}: not JSON ({exc.msg})") from None
+    if raw.get("model_type") != model_type:
+        raise CheckpointError(
+            f"{cfg_path}: model_type {raw.get('model_type')!r}; {name} is a {model_type!r} model"
+        )
+    return raw
+
+
 def _read_state(directory: Path) -> dict[str, torch.Tensor]:
     st = directory / "model.safetensors"
     pt = directory / "pytorch_model.bin"
@@ -250,18 +270,7 @@ def load_codebert(
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     directory = Path(directory)
-    cfg_path = directory / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{directory}: no config.json (official CodeBERT layout)")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{cfg_path}: not JSON ({exc.msg})") from None
-    if raw.get("model_type") != "roberta":
-        raise CheckpointError(
-            f"{cfg_path}: model_type {raw.get('model_type')!r}; CodeBERT is a 'roberta' model"
-        )
-    config = RobertaConfig.from_dict(raw)
+    config = RobertaConfig.from_dict(read_hf_config(directory, "roberta", "CodeBERT"))
     state, has_head = _official_keys(_read_state(directory), directory)
     if not has_head and not allow_missing_lm_head:
         raise CheckpointError(

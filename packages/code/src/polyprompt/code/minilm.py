@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polyprompt.code.backbone import CodeBackbone, _read_state
+from polyprompt.code.backbone import CodeBackbone, _read_state, read_hf_config
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import CheckpointError
 from polyprompt.core.io import polyprompt_home
@@ -138,18 +138,7 @@ def load_bert_encoder(directory: str | Path, *, load_tokenizer: bool = True) -> 
     from transformers import BertConfig, BertForMaskedLM
 
     directory = Path(directory)
-    cfg_path = directory / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{directory}: no config.json (BERT / MiniLM layout)")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{cfg_path}: not JSON ({exc.msg})") from None
-    if raw.get("model_type") != "bert":
-        raise CheckpointError(
-            f"{cfg_path}: model_type {raw.get('model_type')!r}; MiniLM is a 'bert' model"
-        )
-    config = BertConfig.from_dict(raw)
+    config = BertConfig.from_dict(read_hf_config(directory, "bert", "MiniLM"))
     state, has_head = _bert_keys(_read_state(directory), directory)
     model = BertForMaskedLM(config)
     expected = model.state_dict()
