@@ -1,0 +1,34 @@
+"""The example: CLI errors (fast) and the --quick run end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from polyprompt.audio.demo import DemoConfig, main
+from polyprompt.core.errors import ConfigError
+
+
+def test_audio_demo_bad_data_path(tmp_path, capsys):
+    assert main(["--quick", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_audio_demo_config_validation():
+    with pytest.raises(ConfigError, match="methods"):
+        DemoConfig(methods=("apt", "lora"))
+    assert DemoConfig.quick().seeds == (0,)
+
+
+@pytest.mark.slow
+def test_audio_demo_quick_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYPROMPT_HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    methods = [r["method"] for r in data["rows"]]
+    assert methods == ["apt", "text_only", "linear_probe", "full_ft"]
+    for name in ("results.md", "scores.png", "spectrograms.png", "apt_prompt/prompt_config.json"):
+        assert (out / name).exists(), name
+    assert data["samples"] and {"task", "prompt", "reference", "apt"} <= set(data["samples"][0])
