@@ -78,8 +78,14 @@ def test_prefix_prompts_change_features_at_the_right_blocks(backbone):
         model.pool.prompts.zero_()
         model.general.weight.zero_()
     # zero prefixes still add attention mass (keys 0 -> logits 0): features differ; the
-    # query is the un-prompted CLS, identical to the plain forward
-    assert torch.allclose(model.query(x), plain, atol=1e-6)
+    # query is the un-prompted CLS: MVP's (models/mvp.py, use_last_layer off) skips the last
+    # block and the norm, DualPrompt's is the plain forward
+    bb = model.backbone
+    before_last = bb.forward_blocks(bb.embed(x), 0, bb.num_blocks - 1)[:, 0]
+    assert torch.allclose(model.query(x), before_last, atol=1e-6)
+    dp = DualPrompt(backbone, DualPromptConfig(num_classes=C)).eval()
+    assert torch.allclose(dp.query(x), plain, atol=1e-6)
+    assert not torch.allclose(model.query(x), plain, atol=1e-3)
 
 
 def test_instance_mask_init_and_effect(backbone, make_backbone):
@@ -207,3 +213,30 @@ def test_bad_inputs(backbone):
         L2PConfig(e_layers=(1,))
     with pytest.raises(ConfigError):
         MVPConfig(alpha=2.0)
+
+
+def test_key_selection_rules_follow_the_official_models(backbone, make_backbone):
+    """MVP selects by ``distance * (count + 1)`` in training *and* evaluation (models/mvp.py);
+    DualPrompt by plain distance (no ``_diversed_selection``); L2P penalises in training only."""
+    assert MVPConfig().penalty_in_eval and MVPConfig().frequency_penalty
+    assert not DualPromptConfig().frequency_penalty
+    assert L2PConfig().frequency_penalty and not L2PConfig().penalty_in_eval
+    x, _ = _batch(8)
+    skew = torch.tensor([1000.0] + [1.0] * 9)
+    for cls, cfg, penalised in (
+        (MVP, MVPConfig(num_classes=C), True),
+        (DualPrompt, DualPromptConfig(num_classes=C), False),
+    ):
+        model = cls(make_backbone(), cfg).eval()
+        with torch.no_grad():
+            q = model.query(x)
+            model.pool.keys.copy_(
+                torch.randn(10, q.shape[1], generator=torch.Generator().manual_seed(0))
+            )
+            model.pool.keys[0] = q.mean(0)  # the nearest key, but used 1000 times
+            model.pool.frequency.copy_(skew)
+        dist = 1 - F.cosine_similarity(q.unsqueeze(1), model.pool.keys.unsqueeze(0), dim=-1)
+        score = dist * skew / skew.sum() if penalised else dist
+        assert (dist.argmin(1) == 0).all() and (score.argmin(1) != 0).all() == penalised
+        out = model(x, query=q)
+        assert torch.equal(out.key_index[:, 0], score.argmin(1)), cls.__name__

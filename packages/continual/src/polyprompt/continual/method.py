@@ -5,12 +5,14 @@ and Visual Prompt Tuning", ICCV 2023 (Sec. 4); official ``KHU-AGI/Si-Blurry``
 ``models/mvp.py`` (model) and ``methods/mvp.py`` (losses). Written against the core's
 :class:`~polyprompt.core.backbones.protocol.PromptableBackbone` with the core's prompt blocks:
 
-* **query**: the frozen backbone's CLS feature of the un-prompted image (no gradient;
-  ``models/mvp.py`` ``forward_features``), optionally passed in pre-computed (``query=``);
+* **query**: the frozen backbone's CLS token of the un-prompted image (no gradient;
+  ``models/mvp.py`` ``forward_features``: after all blocks but the last, no norm;
+  DualPrompt / L2P: after all blocks and the norm), optionally passed in (``query=``);
 * **DualPrompt prompts** (Wang et al., ECCV 2022): a shared *general* prompt
   (:class:`~polyprompt.core.DeepPrompt`, prefix mode, length 5 at blocks 0-1) and a pool of
   10 *expert* prompts with keys (:class:`~polyprompt.core.PromptPool`, prefix, length 20 at
-  blocks 2-4), top-1 key match with frequency-scaled distances; prefix tuning through
+  blocks 2-4), top-1 key match (MVP: distances scaled by the selection count, in training and
+  evaluation; DualPrompt: plain distances); prefix tuning through
   ``backbone.forward_blocks(prefix=...)``;
 * **instance-wise logit mask**: a learnable mask row per key (init -1); the logits of the
   sample are multiplied by ``2 * sigmoid(mask[selected key])``;
@@ -105,8 +107,18 @@ class MVPConfig(PromptConfig):
             default, so that MVP and its DualPrompt baseline differ only in MVP's components)
             or ``random`` (``N(0, prompt_init_std^2)``; ``models/mvp.py`` uses ``torch.randn``).
         prompt_init_std: std of the random init (1.0 = ``torch.randn``).
-        frequency_penalty: frequency-scaled key distances for the selection (training).
-        penalty_in_eval: also at evaluation (``models/mvp.py`` does; the paper does not say).
+        frequency_penalty: frequency-scaled key distances for the selection (training; see
+            ``penalty_in_eval``).
+        penalty_in_eval: also at evaluation (default for MVP: ``models/mvp.py``
+            ``forward_features`` scales the distances by ``count + 1`` in training *and*
+            evaluation, so the expert, prompt and logit-mask row a test sample gets are chosen
+            by the same rule they were trained with; DualPrompt / L2P apply their diversity
+            penalty in training only, ``models/dualprompt.py``).
+        query_last_layer: the key-match query is the CLS token after *all* blocks and the
+            final norm (DualPrompt / L2P, ``models/dualprompt.py``); ``False`` (MVP default):
+            the raw CLS token after all blocks but the last, no norm, as ``models/mvp.py``
+            ``forward_features`` runs with ``use_last_layer`` off (``scripts/mvp.sh`` does not
+            pass ``--use_last_layer``).
         use_mask: instance-wise logit mask. mask_init: its initial value (-1).
         use_contrastive: contrastive key loss instead of the plain pull ``1 - cos``.
         contrastive_temperature: temperature of the contrastive key loss.
@@ -127,7 +139,8 @@ class MVPConfig(PromptConfig):
     prompt_init: str = "uniform"
     prompt_init_std: float = 1.0
     frequency_penalty: bool = True
-    penalty_in_eval: bool = False
+    penalty_in_eval: bool = True
+    query_last_layer: bool = False
     use_mask: bool = True
     mask_init: float = -1.0
     use_contrastive: bool = True
@@ -173,8 +186,15 @@ class MVPConfig(PromptConfig):
 
 @dataclass
 class DualPromptConfig(MVPConfig):
-    """DualPrompt in the Si-Blurry code: MVP's prompts without mask, contrastive keys, AFS, GSF."""
+    """DualPrompt in the Si-Blurry code: MVP's prompts without mask, contrastive keys, AFS, GSF.
 
+    Key selection by plain distance, no frequency penalty: ``models/dualprompt.py`` builds its
+    ``Prompt`` pools without ``_diversed_selection`` (default ``False``).
+    """
+
+    frequency_penalty: bool = False
+    penalty_in_eval: bool = False
+    query_last_layer: bool = True
     use_mask: bool = False
     use_contrastive: bool = False
     use_afs: bool = False
@@ -183,7 +203,11 @@ class DualPromptConfig(MVPConfig):
 
 @dataclass
 class L2PConfig(MVPConfig):
-    """L2P (Wang et al., CVPR 2022): pool of 10 length-5 prompts, top-5, prepended at the input."""
+    """L2P (Wang et al., CVPR 2022): pool of 10 length-5 prompts, top-5, prepended at the input.
+
+    Diversified selection in training only (``models/l2p.py``: ``_diversed_selection=True``,
+    ``match * normalize(frequency)`` when ``self.training``).
+    """
 
     g_layers: tuple[int, ...] = ()
     e_layers: tuple[int, ...] = (0,)
@@ -191,6 +215,8 @@ class L2PConfig(MVPConfig):
     top_k: int = 5
     prompt_func: PromptFunc = PromptFunc.PREPEND
     prompt_init: str = "uniform"
+    penalty_in_eval: bool = False
+    query_last_layer: bool = True
     use_mask: bool = False
     use_contrastive: bool = False
     use_afs: bool = False
@@ -339,9 +365,12 @@ class MVP(PromptMethod):
 
     @torch.no_grad()
     def query(self, x: torch.Tensor) -> torch.Tensor:
-        """Frozen CLS feature of the un-prompted images ``(B, D)`` (the key-match query)."""
+        """Frozen CLS feature of the un-prompted images ``(B, D)`` (the key-match query;
+        see ``MVPConfig.query_last_layer``)."""
         bb = self.backbone
-        return bb.pool(bb.norm(bb.forward_blocks(bb.embed(x))))
+        if self.config.query_last_layer or bb.num_blocks < 2:
+            return bb.pool(bb.norm(bb.forward_blocks(bb.embed(x))))
+        return bb.pool(bb.forward_blocks(bb.embed(x), 0, bb.num_blocks - 1))
 
     def forward_features(
         self, x: torch.Tensor, query: torch.Tensor | None = None
