@@ -14,10 +14,17 @@ One run measures, side by side:
   and amortised per graph vs one forward of a single graph; H-PPO update time per 1k
   transitions; agent / critic parameters vs the official flattened-padding critic.
 
+``--only m1,m2 [--relief-epochs N]`` re-runs the quality part of those methods only (same
+seeds and splits) and replaces their rows in the JSON already in ``--out``.
+
+``--cost-only`` re-measures only the cost / speed sections and merges them into the JSON
+already in ``--out`` (the quality section is kept from the previous full run).
+
 ``--quick``: the example's quick config (tiny GIN, 3 seeds, few epochs); default: the
 example's full config with 5 seeds.
 
-Run ``python benchmarks/graph.py [--quick] [--out DIR]``.
+Run ``python benchmarks/graph.py [--quick] [--cost-only] [--only M,...] [--relief-epochs N]
+[--out DIR]``.
 """
 
 from __future__ import annotations
@@ -124,16 +131,58 @@ def cost_rows(cfg, ds, train_idx) -> tuple[list[dict], dict]:
             "trainable_%": rep.percent_of_backbone,
         }
     )
-    # episode vs forward
-    steps = int(torch.bincount(batch.batch).max())
-    ep = time_fn(lambda: relief.run_episodes(batch), warmup=1, repeats=5)
-    with torch.no_grad():
-        fwd = time_fn(lambda: relief.backbone(batch), warmup=2, repeats=20)
-        single = time_fn(lambda: relief.backbone(graphs[0]), warmup=2, repeats=20)
-    n_nodes_mean = batch.num_nodes / len(graphs)
-    # agent update per 1k transitions
+    # episode vs forward, side by side: interleaved in one loop, 1 thread, thread CPU time
+    # (what this thread computed, not the wall clock of a machine shared with other jobs)
+    import statistics
+    import time
+
     from stable_baselines3.common.running_mean_std import RunningMeanStd
 
+    from polyprompt.graph.env import make_vec_env, vec_rollout
+
+    relief.eval()
+    steps = int(torch.bincount(batch.batch).max())
+    ep_t, fwd_t, single_t, ep_rec_t = [], [], [], []
+    with torch.no_grad():
+        for _ in range(3):  # warm-up
+            relief.run_episodes(batch)
+            relief.backbone(batch, check=False)
+        for _ in range(20):
+            t0 = time.thread_time()
+            relief.run_episodes(batch)
+            t1 = time.thread_time()
+            for _ in range(steps):
+                relief.backbone(batch, check=False)
+            t2 = time.thread_time()
+            for _ in range(steps):
+                relief.backbone(graphs[0], check=False)
+            t3 = time.thread_time()
+            relief.run_episodes(batch, policy=0, record=True)
+            t4 = time.thread_time()
+            ep_t.append(t1 - t0)
+            fwd_t.append((t2 - t1) / steps)
+            single_t.append((t3 - t2) / steps)
+            ep_rec_t.append(t4 - t3)
+    ep_s, fwd_s = statistics.median(ep_t), statistics.median(fwd_t)
+    single_s, rec_s = statistics.median(single_t), statistics.median(ep_rec_t)
+    n_nodes_mean = batch.num_nodes / len(graphs)
+    # the same MDP through SB3's DummyVecEnv: one env per graph, one GIN forward per env-step
+    labelled = []
+    for g, yy in zip(graphs, y):
+        g = g.clone()
+        g.y = yy.view(1)
+        labelled.append(g)
+    venv = make_vec_env(labelled, relief.backbone, relief.head, len(graphs), seed=0)
+    vec_steps = 2 * steps
+    vec_rollout(venv, relief.agent, 2, policy=0)  # warm-up
+    vec_t = []
+    for _ in range(3):
+        t0 = time.thread_time()
+        vec_rollout(venv, relief.agent, vec_steps, policy=0)
+        vec_t.append(time.thread_time() - t0)
+    vec_s = statistics.median(vec_t)
+    venv.close()
+    # agent update per 1k transitions
     rollout, _ = relief._rollout(batch.clone(), 0, RunningMeanStd(shape=()))
     opt_a = relief.agent.optimizers()[0]
     upd = time_fn(lambda: relief.agent.update(0, rollout, opt_a), warmup=1, repeats=3)
@@ -142,17 +191,19 @@ def cost_rows(cfg, ds, train_idx) -> tuple[list[dict], dict]:
     official = official_critic_params(max_nodes, cfg.emb_dim)
     actors = relief.agent.num_params() - critic
     speed = {
+        "timer": "thread CPU time, 1 thread, episode and forwards interleaved (median of 20)",
         "batch_graphs": len(graphs),
         "episode_steps": steps,
-        "episode_ms": 1000 * ep["median_s"],
-        "episode_ms_per_step": 1000 * ep["median_s"] / steps,
-        "gin_forward_batch_ms": 1000 * fwd["median_s"],
-        "per_step_vs_batch_forward": ep["median_s"] / steps / fwd["median_s"],
-        "gin_forward_single_graph_ms": 1000 * single["median_s"],
-        "amortised_per_graph_step_vs_single_forward": ep["median_s"]
-        / steps
-        / len(graphs)
-        / single["median_s"],
+        "episode_ms": 1000 * ep_s,
+        "episode_ms_per_step": 1000 * ep_s / steps,
+        "gin_forward_batch_ms": 1000 * fwd_s,
+        "per_step_vs_batch_forward": ep_s / steps / fwd_s,
+        "recorded_episode_ms_per_step": 1000 * rec_s / steps,
+        "recorded_per_step_vs_batch_forward": rec_s / steps / fwd_s,
+        "gin_forward_single_graph_ms": 1000 * single_s,
+        "amortised_per_graph_step_vs_single_forward": ep_s / steps / len(graphs) / single_s,
+        "batched_ms_per_graph_step": 1000 * rec_s / batch.num_nodes,
+        "sb3_dummy_vec_env_ms_per_graph_step": 1000 * vec_s / (vec_steps * len(graphs)),
         "mean_nodes_per_graph": n_nodes_mean,
         "agent_update_transitions": len(rollout),
         "agent_update_ms_per_1k_transitions": 1000 * upd["median_s"] / len(rollout) * 1000,
@@ -181,7 +232,21 @@ def _plots(quality: dict, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(__doc__.split("\n\n")[0], argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    cost_only = "--cost-only" in raw
+    only, relief_epochs = None, None
+    rest: list[str] = []
+    it = iter(raw)
+    for a in it:
+        if a == "--only":
+            only = tuple(next(it).split(","))
+        elif a == "--relief-epochs":
+            relief_epochs = int(next(it))
+        elif a != "--cost-only":
+            rest.append(a)
+    args = parse_args(__doc__.split("\n\n")[0], rest)
+    import json
+
     import torch
 
     from polyprompt.graph.data import few_shot, load_solubility, scaffold_split
@@ -189,7 +254,26 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     cfg = ExampleConfig.quick().replace(seeds=3) if args.quick else ExampleConfig(seeds=5)
-    quality = run_example(cfg, out_dir=None, progress=False, verbose=True)
+    if relief_epochs is not None:
+        cfg = cfg.replace(relief_epochs=relief_epochs)
+    if only is not None:
+        src = Path(args.out) / "graph.json"
+        if not src.is_file():
+            raise SystemExit(f"--only needs a previous full run's {src}")
+        quality = json.loads(src.read_text())["quality"]
+        part = run_example(cfg.replace(methods=only), out_dir=None, progress=False, verbose=True)
+        new = {r["method"]: r for r in part["rows"]}
+        quality["rows"] = [new.pop(r["method"], r) for r in quality["rows"]] + list(new.values())
+        if "relief" in only:
+            quality["relief_history"] = part["relief_history"]
+        quality.setdefault("rerun", []).append({"methods": list(only), "config": cfg.to_dict()})
+    elif cost_only:
+        src = Path(args.out) / "graph.json"
+        if not src.is_file():
+            raise SystemExit(f"--cost-only needs a previous full run's {src}")
+        quality = json.loads(src.read_text())["quality"]
+    else:
+        quality = run_example(cfg, out_dir=None, progress=False, verbose=True)
     ds = load_solubility()
     tr, _, _ = scaffold_split(ds)
     cost, speed = cost_rows(cfg, ds, few_shot(ds, tr, cfg.shots, seed=0))
@@ -227,6 +311,22 @@ def main(argv=None) -> int:
             [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in speed.items()}]
         )
     )
+    for rerun in quality.get("rerun", []):
+        rc = rerun["config"]
+        notes += (
+            f"\n\nQuality rows of {', '.join(rerun['methods'])} re-run with `--only`"
+            + (
+                f" (RELIEF {rc['relief_epochs']} agent epochs)"
+                if "relief" in rerun["methods"]
+                else ""
+            )
+            + "; same seeds, splits and backbone as the other rows."
+        )
+    if cost_only:
+        notes += (
+            "\n\nQuality section: from the previous runs (kept in the JSON); cost and "
+            "speed re-measured with `--cost-only`."
+        )
     print(notes)
     _plots(quality, Path(args.out))
     write_results(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from polyprompt.graph.agent import HPPOAgent, Rollout, compute_gae, official_critic_params
+from polyprompt.graph.agent import (
+    HPPOAgent,
+    NodeLayout,
+    Rollout,
+    compute_gae,
+    official_critic_params,
+)
 from polyprompt.graph.config import HPPOConfig
 
 
@@ -101,3 +107,30 @@ def test_update_improves_advantaged_actions():
     a_d, a_c, lp_d, lp_c = agent2.act(s, m, policy=0)
     stats2 = agent2.update(0, Rollout(s, m, a_d, a_c, lp_d, lp_c, adv, adv), agent2.optimizers()[0])
     assert stats2["ppo_epochs"] < 20
+
+
+def test_node_layout_and_act_nodes_match_dense_act():
+    """The episode hot path (flat nodes, fused ensemble) = :meth:`act` on padded states."""
+    torch.manual_seed(0)
+    agent = HPPOAgent(16, HPPOConfig(max_z=0.4, ensemble_num=3))
+    counts = torch.tensor([6, 3, 1, 4])
+    batch = torch.repeat_interleave(torch.arange(4), counts)
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    layout = NodeLayout.from_batch(batch, ptr, 4)
+    h = torch.randn(int(counts.sum()), 16)
+    dense = layout.dense(h)
+    assert dense.shape == (4, 6, 16) and layout.n_max == 6
+    assert torch.equal(layout.mask.sum(1), counts)
+    assert torch.equal(dense[layout.mask], h) and (dense[~layout.mask] == 0).all()
+    for policy in (0, 2, None):
+        for det in (True, False):
+            g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+            a = agent.act(dense, layout.mask, policy=policy, deterministic=det, generator=g1)
+            b = agent.act_nodes(h, layout, policy=policy, deterministic=det, generator=g2)
+            assert torch.equal(a[0], b[0]), (policy, det)
+            assert torch.allclose(a[1], b[1], atol=1e-6), (policy, det)
+            if policy is None:
+                assert b[2] is None and b[3] is None
+            else:
+                assert torch.allclose(a[2], b[2], atol=1e-5)
+                assert torch.allclose(a[3], b[3], atol=1e-4)

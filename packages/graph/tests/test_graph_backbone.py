@@ -12,6 +12,7 @@ from polyprompt.graph.backbone import (
     GINBackbone,
     load_pretrain_gnns_checkpoint,
     official_key_shapes,
+    with_self_loops,
 )
 from polyprompt.graph.config import GINConfig
 
@@ -33,6 +34,13 @@ def test_shapes_and_prompt_hook():
         gin(batch, torch.zeros(3, 16))
     with pytest.raises(InputError, match="graph="):
         gin.forward_blocks(h)
+    # episode fast path: bond embeddings and self-loops computed once give the same output
+    ei = with_self_loops(batch.edge_index, batch.num_nodes)
+    assert ei.shape[1] == batch.edge_index.shape[1] + 10
+    fast = gin.forward_blocks(
+        gin.atom(batch.x) + p, graph=batch, edge_emb=gin.edge_embeddings(batch), edge_index=ei
+    )
+    assert torch.allclose(fast, h2, atol=1e-6)
 
 
 def _synthetic_official(layers: int, d: int) -> dict[str, torch.Tensor]:

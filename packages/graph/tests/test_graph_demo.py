@@ -19,6 +19,7 @@ def test_quick_example_writes_outputs(tmp_path, monkeypatch):
         "full_finetune",
         "gpf",
         "gpf_plus",
+        "all_in_one",
         "relief",
     ]
     assert (tmp_path / "out" / "relief_training.png").stat().st_size > 0

@@ -95,3 +95,34 @@ def test_normalised_reward_keeps_raw():
         raws.append(info["raw_reward"])
         rewards.append(r)
     assert env.reward_rms.count > 5 and raws != rewards
+
+
+def test_make_vec_env_and_vec_rollout_feed_ppo():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from polyprompt.graph.agent import HPPOAgent
+    from polyprompt.graph.config import HPPOConfig
+    from polyprompt.graph.env import make_vec_env, vec_rollout
+
+    base = _env()
+    venv = make_vec_env(base.graphs, base.backbone, base.head, 3, seed=0)
+    assert isinstance(venv, DummyVecEnv) and venv.num_envs == 3
+    assert venv.observation_space["nodes"].shape == (6, 8)  # padded to the largest graph
+    torch.manual_seed(0)
+    agent = HPPOAgent(8, HPPOConfig(ensemble_num=2, minibatch_size=8, update_epochs=2))
+    rollout, info = vec_rollout(
+        venv, agent, 10, policy=1, generator=torch.Generator().manual_seed(0)
+    )
+    assert len(rollout) == 30 and rollout.states.shape == (30, 6, 8)
+    # graphs have 3-6 nodes: 10 steps finish at least one episode per env (auto-reset by SB3)
+    assert info["episodes"] >= 3
+    assert bool(rollout.masks[torch.arange(30), rollout.action_d].all())  # never padding
+    assert torch.isfinite(rollout.advantages).all() and torch.isfinite(rollout.returns).all()
+    before = [p.clone() for p in agent.actor_ds[1].parameters()]
+    stats = agent.update(1, rollout, agent.optimizers()[1])
+    assert stats["ppo_epochs"] >= 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.actor_ds[1].parameters()))
+    with pytest.raises(InputError, match="n_envs"):
+        make_vec_env(base.graphs, base.backbone, base.head, 0)
+    with pytest.raises(InputError, match="n_steps"):
+        vec_rollout(venv, agent, 0)

@@ -26,5 +26,6 @@ def test_methods_registered():
         "graph_full_finetune",
         "graph_gpf",
         "graph_gpf_plus",
+        "graph_all_in_one",
     ):
         assert get_method(name).method_name == name

@@ -50,6 +50,7 @@ __all__ = [
     "ActorContinuous",
     "ActorDiscrete",
     "HPPOAgent",
+    "NodeLayout",
     "PooledCritic",
     "Rollout",
     "compute_gae",
@@ -125,6 +126,50 @@ def official_critic_params(max_nodes: int, emb_dim: int) -> int:
     d_in = int(emb_dim * max_nodes)
     h1, h2 = int(d_in * 0.05), int(d_in * 0.025)
     return d_in * h1 + h1 + h1 * h2 + h2 + h2 + 1
+
+
+@dataclass
+class NodeLayout:
+    """Where the ``N`` nodes of a PyG batch of ``B`` graphs sit in the padded ``(B, n_max)``
+    view; built once per episode (:meth:`from_batch`), so no step re-batches the graphs."""
+
+    flat_index: torch.Tensor  # (N,) position of each node in the flattened (B * n_max) view
+    offsets: torch.Tensor  # (B,) first node of each graph (``ptr[:-1]``)
+    mask: torch.Tensor  # (B, n_max) bool, real nodes
+    batch_size: int
+    n_max: int
+
+    @classmethod
+    def from_batch(cls, batch: torch.Tensor, ptr: torch.Tensor, num_graphs: int) -> NodeLayout:
+        counts = ptr[1:] - ptr[:-1]
+        n_max = int(counts.max())
+        pos = torch.arange(batch.shape[0], device=batch.device) - ptr[batch]
+        mask = torch.arange(n_max, device=batch.device)[None, :] < counts[:, None]
+        return cls(batch * n_max + pos, ptr[:-1], mask, int(num_graphs), n_max)
+
+    def dense(self, x: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """``(N, ...) -> (B, n_max, ...)``, padding = ``fill``."""
+        out = x.new_full((self.batch_size * self.n_max, *x.shape[1:]), fill)
+        return out.index_copy_(0, self.flat_index, x).view(
+            self.batch_size, self.n_max, *x.shape[1:]
+        )
+
+
+def _fused_mlp(mlps: list[nn.Sequential], x: torch.Tensor) -> torch.Tensor:
+    """``K`` three-layer tanh MLPs (``Linear, Tanh, Linear, Tanh, Linear``) on the same
+    input ``(M, D)`` at once -> ``(K, M, out)``: one matmul for all first layers, batched
+    matmuls after (instead of ``3 K`` small ones)."""
+    k = len(mlps)
+    w1 = torch.cat([m[0].weight for m in mlps])
+    b1 = torch.cat([m[0].bias for m in mlps])
+    y = torch.tanh(F.linear(x, w1, b1)).view(x.shape[0], k, -1).transpose(0, 1)
+    for i in (2, 4):
+        w = torch.stack([m[i].weight for m in mlps]).transpose(1, 2)
+        b = torch.stack([m[i].bias for m in mlps]).unsqueeze(1)
+        y = torch.baddbmm(b, y, w)
+        if i == 2:
+            y = torch.tanh(y)
+    return y
 
 
 @dataclass
@@ -266,6 +311,53 @@ class HPPOAgent(nn.Module):
         else:
             a_d = torch.multinomial(ens, 1, generator=generator).squeeze(-1)
         a_c = torch.stack([a(states, a_d) for a in self.actor_cs], 1).mean(1)
+        return a_d, a_c, None, None
+
+    @torch.no_grad()
+    def act_nodes(
+        self,
+        h: torch.Tensor,
+        layout: NodeLayout,
+        *,
+        policy: int | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """:meth:`act` on the flat node states ``h`` ``(N, D)`` of a PyG batch (the RL
+        episode's hot path): the actors run on the ``N`` real nodes only (not on padding),
+        the ``K`` sub-policies of the ensemble in one fused pass, and only the node scores
+        are padded. Same distributions and, for the same generator, the same actions as
+        :meth:`act` on ``layout.dense(h)``."""
+        if policy is not None:
+            logits = layout.dense(
+                self.actor_ds[policy].linears(h).squeeze(-1), float("-inf")
+            )  # (B, n_max)
+            probs = torch.softmax(logits, -1)
+            if deterministic:
+                a_d = probs.argmax(-1)
+            else:
+                a_d = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            logp_d = torch.log(probs.gather(1, a_d[:, None]).squeeze(1).clamp_min(1e-30))
+            chosen = h[layout.offsets + a_d]
+            mean = torch.tanh(self.actor_cs[policy].linears(chosen)) * self.config.max_z
+            std = self._std(mean)
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+            a_c = mean if deterministic else mean + std * noise
+            logp_c = Normal(mean, std).log_prob(a_c).sum(-1)
+            return a_d, a_c, logp_d, logp_c
+        scores = _fused_mlp([a.linears for a in self.actor_ds], h)  # (K, N, 1)
+        logits = layout.dense(scores.squeeze(-1).T, float("-inf"))  # (B, n_max, K)
+        pis = torch.softmax(logits, 1)
+        ens = pis.max(-1).values + 1e-10
+        ens = ens.masked_fill(~layout.mask, 0.0)
+        ens = ens / ens.sum(-1, keepdim=True)
+        if deterministic:
+            a_d = ens.argmax(-1)
+        else:
+            a_d = torch.multinomial(ens, 1, generator=generator).squeeze(-1)
+        chosen = h[layout.offsets + a_d]
+        means = torch.tanh(_fused_mlp([a.linears for a in self.actor_cs], chosen))
+        a_c = (means * self.config.max_z).mean(0)
         return a_d, a_c, None, None
 
     def value(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

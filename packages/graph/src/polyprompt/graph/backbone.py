@@ -60,6 +60,7 @@ __all__ = [
     "GINEdgeConv",
     "load_pretrain_gnns_checkpoint",
     "official_key_shapes",
+    "with_self_loops",
 ]
 
 MASK_ATOM = ATOM_VOCAB[0]  # extra row of the atomic-number table: the AttrMasking mask token
@@ -100,6 +101,12 @@ class BondEncoder(nn.Module):
         return torch.cat([e, self.self_loop.expand(num_nodes, -1)], 0)
 
 
+def with_self_loops(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """``edge_index`` followed by one self-loop per node (the order of ``add_self_loops``)."""
+    loops = torch.arange(num_nodes, device=edge_index.device).unsqueeze(0).expand(2, num_nodes)
+    return torch.cat([edge_index, loops], 1)
+
+
 class GINEdgeConv(MessagePassing):
     """pretrain-gnns ``GINConv``: ``MLP(sum_{j in N(i) + i} (h_j + e_ji))`` (self-loops added)."""
 
@@ -116,10 +123,14 @@ class GINEdgeConv(MessagePassing):
         edge_index: torch.Tensor,
         edge_attr: torch.Tensor,
         edge_emb: torch.Tensor | None = None,
+        *,
+        loops_added: bool = False,
     ) -> torch.Tensor:
+        """``loops_added``: ``edge_index`` already ends with the self-loops
+        (:func:`with_self_loops`; reused across the steps of an RL episode)."""
         n = x.size(0)
-        loops = torch.arange(n, device=edge_index.device).unsqueeze(0).expand(2, n)
-        edge_index = torch.cat([edge_index, loops], 1)  # same order as add_self_loops
+        if not loops_added:
+            edge_index = with_self_loops(edge_index, n)
         e = self.bond(edge_attr, n) if edge_emb is None else edge_emb
         return self.mlp(self.propagate(edge_index, x=x, edge_attr=e))
 
@@ -171,11 +182,13 @@ class GINBackbone(nn.Module):
         graph: Any = None,
         prefix: Mapping[int, torch.Tensor] | None = None,
         edge_emb: list[torch.Tensor] | None = None,
+        edge_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Layers ``[start, end)`` on node tokens ``h`` ``(N, D)`` of ``graph``.
 
-        ``edge_emb``: per-layer bond embeddings from :meth:`edge_embeddings` (reused across
-        the steps of an RL episode, where only the node prompt changes)."""
+        ``edge_emb``: per-layer bond embeddings from :meth:`edge_embeddings`, and
+        ``edge_index``: ``graph.edge_index`` with self-loops (:func:`with_self_loops`) --
+        both reused across the steps of an RL episode, where only the node prompt changes."""
         if graph is None:
             raise InputError("GINBackbone.forward_blocks: pass graph=<the PyG Data/Batch of h>")
         if prefix:
@@ -184,7 +197,10 @@ class GINBackbone(nn.Module):
         layers = [h]
         for i in range(start, end):
             e = None if edge_emb is None else edge_emb[i]
-            h = self.gnns[i](h, graph.edge_index, graph.edge_attr, e)
+            if edge_index is None:
+                h = self.gnns[i](h, graph.edge_index, graph.edge_attr, e)
+            else:
+                h = self.gnns[i](h, edge_index, graph.edge_attr, e, loops_added=True)
             h = self.batch_norms[i](h)
             if i < self.num_blocks - 1:
                 h = F.relu(h)

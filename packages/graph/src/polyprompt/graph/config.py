@@ -144,6 +144,28 @@ class GraphClassifierConfig(PromptConfig):
 
 
 @dataclass
+class AllInOneConfig(GraphClassifierConfig):
+    """All-in-One prompt graph (Sun et al., KDD 2023; ProG ``HeavyPrompt``).
+
+    Args:
+        token_num: prompt tokens (nodes of the prompt graph), in the atom-embedding space.
+        inner_prune: token-token edge where ``sigmoid(p_i . p_j) >= inner_prune``.
+        cross_prune: token -> node edge where ``sigmoid(p_k . x_n) >= cross_prune``.
+    """
+
+    token_num: int = 10
+    inner_prune: float = 0.3
+    cross_prune: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.require(_int(self.token_num), "token_num", "must be an int >= 1")
+        for name in ("inner_prune", "cross_prune"):
+            v = getattr(self, name)
+            self.require(_num(v) and 0 <= v <= 1, name, "must be in [0, 1]")
+
+
+@dataclass
 class HPPOConfig(PromptConfig):
     """H-PPO of RELIEF (``graph_level/agent.py`` ``H_PPO`` + ``base.py`` ``train_policy``).
 

@@ -7,8 +7,8 @@ selection on the validation split; test ROC-AUC (macro one-vs-rest for 3 classes
 accuracy reported as mean ± std over seeds, with the share of nodes prompted, the trainable
 share of the backbone, the prompt-only checkpoint size and the time per seed.
 
-Methods (same data, backbone, head): linear probe, full fine-tuning, GPF, GPF-plus (core
-``Trainer``) and RELIEF (alternating H-PPO / projection-head schedule).
+Methods (same data, backbone, head): linear probe, full fine-tuning, GPF, GPF-plus,
+All-in-One (core ``Trainer``) and RELIEF (alternating H-PPO / projection-head schedule).
 
 Command line::
 
@@ -58,7 +58,14 @@ class ExampleConfig(PromptConfig):
     max_z: float = 0.5
     lr: float = 1e-3
     val_size: int | None = 64
-    methods: tuple[str, ...] = ("linear_probe", "full_finetune", "gpf", "gpf_plus", "relief")
+    methods: tuple[str, ...] = (
+        "linear_probe",
+        "full_finetune",
+        "gpf",
+        "gpf_plus",
+        "all_in_one",
+        "relief",
+    )
 
     @classmethod
     def quick(cls) -> ExampleConfig:
@@ -82,6 +89,7 @@ _CLASSES = {
     "full_finetune": "GraphFullFineTune",
     "gpf": "GraphGPF",
     "gpf_plus": "GraphGPFPlus",
+    "all_in_one": "GraphAllInOne",
 }
 
 
@@ -108,7 +116,6 @@ def run_example(
     from polyprompt.graph import methods as M
     from polyprompt.graph.config import (
         GINConfig,
-        GraphClassifierConfig,
         HPPOConfig,
         PretrainGraphConfig,
         RELIEFConfig,
@@ -160,9 +167,8 @@ def run_example(
                 histories.append(hist)
                 ev = method.evaluate(test)
             else:
-                method = getattr(M, _CLASSES[name])(
-                    backbone, GraphClassifierConfig(num_classes=ds.num_classes)
-                )
+                cls = getattr(M, _CLASSES[name])
+                method = cls(backbone, cls.config_class(num_classes=ds.num_classes))
                 M.train_graph_method(
                     method, train, val, epochs=cfg.baseline_epochs, lr=cfg.lr, seed=seed
                 )

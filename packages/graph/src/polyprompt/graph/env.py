@@ -18,6 +18,16 @@ reward 0 and sets ``info["invalid_node"]``. Graphs above ``max_nodes`` are rejec
 environment is built. The batched trainer (``RELIEF.run_episodes``) runs the same MDP on a
 PyG batch of graphs at once, padding only to the batch's largest graph.
 
+Parallel rollouts through stable-baselines3's vectorised environments:
+:func:`make_vec_env` stacks ``n_envs`` copies in an SB3 ``DummyVecEnv`` (or
+``SubprocVecEnv``), which the fixed-size padded view makes possible (SB3 stacks observations
+into ``(n_envs, max_nodes, D)`` arrays); :func:`vec_rollout` collects PPO rollouts from it
+with :class:`~polyprompt.graph.agent.HPPOAgent` (auto-reset, GAE across episode boundaries).
+The RELIEF trainer itself does not use it: a VecEnv steps each graph separately (one GIN
+forward per environment and step, numpy round trips, padding to the dataset's largest
+graph), while ``RELIEF.run_episodes`` steps all graphs of a PyG batch with *one* GIN forward
+per step -- the benchmark measures both (``benchmarks/graph.py``).
+
 It passes ``stable_baselines3.common.env_checker.check_env`` (SB3's own algorithms do not
 support Dict action spaces, which the checker reports as a warning: the hybrid action is
 what :class:`~polyprompt.graph.agent.HPPOAgent` exists for).
@@ -54,7 +64,7 @@ from torch import nn
 from polyprompt.core.errors import InputError
 from polyprompt.graph.data import check_graph
 
-__all__ = ["GraphPromptEnv"]
+__all__ = ["GraphPromptEnv", "make_vec_env", "vec_rollout"]
 
 
 class GraphPromptEnv(gym.Env):
@@ -171,3 +181,108 @@ class GraphPromptEnv(gym.Env):
             "prompt_ratio": float((self._prompt != 0).any(-1).float().mean()),
         }
         return self._obs(h), float(reward), terminated, False, info
+
+
+def make_vec_env(
+    graphs: Sequence[Any],
+    backbone: nn.Module,
+    head: nn.Module,
+    n_envs: int = 4,
+    *,
+    max_nodes: int | None = None,
+    max_z: float = 0.5,
+    normalize_reward: bool = False,
+    subprocess: bool = False,
+    seed: int | None = None,
+) -> Any:
+    """``n_envs`` :class:`GraphPromptEnv` over ``graphs`` in an SB3 vectorised environment.
+
+    Every copy draws its own graph per episode (seeded ``seed + i`` by SB3). All copies
+    share one padded size (``max_nodes``, default the largest graph). ``subprocess=True``:
+    ``SubprocVecEnv`` (one process per copy, the backbone pickled into each), otherwise
+    ``DummyVecEnv`` (sequential, shared backbone)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    if not isinstance(n_envs, int) or n_envs < 1:
+        raise InputError(f"make_vec_env: n_envs must be an int >= 1, got {n_envs!r}")
+    graphs = list(graphs)
+    if not graphs:
+        raise InputError("make_vec_env: no graphs")
+    size = int(max_nodes or max(g.num_nodes for g in graphs))
+
+    def factory() -> GraphPromptEnv:
+        return GraphPromptEnv(
+            graphs,
+            backbone,
+            head,
+            max_nodes=size,
+            max_z=max_z,
+            normalize_reward=normalize_reward,
+        )
+
+    venv = (SubprocVecEnv if subprocess else DummyVecEnv)([factory] * n_envs)
+    if seed is not None:
+        venv.seed(seed)
+    return venv
+
+
+@torch.no_grad()
+def vec_rollout(
+    venv: Any,
+    agent: Any,
+    n_steps: int,
+    *,
+    policy: int = 0,
+    gamma: float | None = None,
+    gae_lambda: float | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Any, dict[str, float]]:
+    """``n_steps`` steps of every environment of ``venv`` (from :func:`make_vec_env`) with
+    sub-policy ``policy`` of ``agent`` (an :class:`~polyprompt.graph.agent.HPPOAgent`)
+    -> (:class:`~polyprompt.graph.agent.Rollout` of the ``n_steps * n_envs`` transitions,
+    ``{"reward": mean reward per step, "episodes": finished episodes}``).
+
+    The agent acts on the padded observations with the node mask; finished episodes are
+    reset by SB3, their ``terminal_observation`` is not bootstrapped (``done``), the
+    last step bootstraps from the critic."""
+    from polyprompt.graph.agent import Rollout, compute_gae
+
+    if not isinstance(n_steps, int) or n_steps < 1:
+        raise InputError(f"vec_rollout: n_steps must be an int >= 1, got {n_steps!r}")
+    gamma = agent.config.gamma if gamma is None else gamma
+    gae_lambda = agent.config.gae_lambda if gae_lambda is None else gae_lambda
+    obs = venv.reset()
+    keys = ("states", "masks", "action_d", "action_c", "logp_d", "logp_c", "rewards", "dones")
+    rec: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    episodes = 0
+    for _ in range(n_steps):
+        states = torch.from_numpy(obs["nodes"])
+        mask = torch.from_numpy(obs["mask"]).bool()
+        a_d, a_c, lp_d, lp_c = agent.act(states, mask, policy=policy, generator=generator)
+        actions = [
+            {"node": int(a_d[i]), "prompt": (a_c[i] / agent.config.max_z).clamp(-1, 1).numpy()}
+            for i in range(len(a_d))
+        ]
+        obs, rewards, dones, _infos = venv.step(actions)
+        episodes += int(dones.sum())
+        for k, v in zip(keys, (states, mask, a_d, a_c, lp_d, lp_c)):
+            rec[k].append(v)
+        rec["rewards"].append(torch.as_tensor(rewards, dtype=torch.float32))
+        rec["dones"].append(torch.as_tensor(dones, dtype=torch.float32))
+    t = {k: torch.stack(v, 1) for k, v in rec.items()}  # (n_envs, n_steps, ...)
+    b = t["rewards"].shape[0]
+    values = agent.value(t["states"].flatten(0, 1), t["masks"].flatten(0, 1)).view(b, n_steps)
+    last = agent.value(torch.from_numpy(obs["nodes"]), torch.from_numpy(obs["mask"]).bool())
+    next_values = torch.cat([values[:, 1:], last[:, None]], 1)
+    adv, ret = compute_gae(t["rewards"], values, next_values, t["dones"], gamma, gae_lambda)
+    rollout = Rollout(
+        states=t["states"].flatten(0, 1),
+        masks=t["masks"].flatten(0, 1),
+        action_d=t["action_d"].flatten(0, 1),
+        action_c=t["action_c"].flatten(0, 1),
+        logp_d=t["logp_d"].flatten(0, 1),
+        logp_c=t["logp_c"].flatten(0, 1),
+        advantages=adv.flatten(),
+        returns=ret.flatten(),
+    )
+    return rollout, {"reward": float(t["rewards"].mean()), "episodes": float(episodes)}

@@ -43,7 +43,7 @@ from polyprompt.core.errors import InputError
 from polyprompt.core.methods.base import PromptMethod
 from polyprompt.core.prompts.feature import FeaturePrompt
 from polyprompt.core.registry import register_method
-from polyprompt.graph.config import GraphClassifierConfig
+from polyprompt.graph.config import AllInOneConfig, GraphClassifierConfig
 
 __all__ = [
     "GraphClassifier",
@@ -154,6 +154,66 @@ class GraphGPFPlus(GraphGPF):
     """GPF-plus: ``num_basis`` vectors mixed per node by a softmax score (+ head)."""
 
     prompt_kind = "gpf_plus"
+
+
+@register_method("graph_all_in_one")
+class GraphAllInOne(GraphClassifier):
+    """All-in-One (Sun et al., KDD 2023, Section 3.3; ProG ``HeavyPrompt``): a learnable
+    prompt graph of ``token_num`` tokens is *inserted* into every input graph.
+
+    Tokens live in the atom-embedding space (the frozen GIN's input, as GPF's prompts);
+    inner links ``token_i - token_j`` where ``sigmoid(p_i . p_j) >= inner_prune``, cross
+    links ``token_k -> node_n`` where ``sigmoid(p_k . x_n) >= cross_prune`` (``x_n`` the
+    node's atom embedding; directed token -> node as ProG's ``cross_adj.nonzero()``);
+    the inserted edges carry a zero bond embedding. The frozen GIN runs on the combined
+    graph and the head reads the mean over all its nodes (tokens included, as ProG pools
+    the prompted batch). Trainable: the tokens and the head; the pruning is not
+    differentiable (ProG alike), the tokens learn through message passing."""
+
+    config_class = AllInOneConfig
+
+    def __init__(self, backbone: nn.Module, config: AllInOneConfig) -> None:
+        super().__init__(backbone, config)
+        self.tokens = nn.Parameter(torch.empty(config.token_num, int(backbone.embed_dim)))
+        nn.init.kaiming_uniform_(self.tokens, nonlinearity="leaky_relu", mode="fan_in", a=0.01)
+
+    def prompted_graph(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+        """-> (node tokens ``(N + B K, D)``, ``edge_index`` with self-loops, ``batch``,
+        per-layer edge embeddings) of the graphs with the prompt graph inserted."""
+        from polyprompt.graph.backbone import with_self_loops
+
+        gnn = self.backbone
+        cfg = self.config
+        x = gnn.atom(data.x)  # (N, D)
+        n, b, k = x.shape[0], data.num_graphs, self.tokens.shape[0]
+        batch = data.batch if getattr(data, "batch", None) is not None else x.new_zeros(n).long()
+        tok_base = n + torch.arange(b, device=x.device) * k  # first token of each graph
+        with torch.no_grad():
+            inner = torch.sigmoid(self.tokens @ self.tokens.T) >= cfg.inner_prune
+            inner.fill_diagonal_(False)
+            ti, tj = inner.nonzero().T
+            ck, cn = (torch.sigmoid(self.tokens @ x.T) >= cfg.cross_prune).nonzero().T
+        inner_ei = torch.stack(
+            [(tok_base[:, None] + ti).reshape(-1), (tok_base[:, None] + tj).reshape(-1)]
+        )
+        cross_ei = torch.stack([n + batch[cn] * k + ck, cn])
+        new_ei = torch.cat([inner_ei, cross_ei], 1)
+        total = n + b * k
+        edge_index = with_self_loops(torch.cat([data.edge_index, new_ei], 1), total)
+        zeros = x.new_zeros(new_ei.shape[1], x.shape[1])
+        edge_emb = [
+            torch.cat([conv.bond(data.edge_attr, 0), zeros, conv.bond.self_loop.expand(total, -1)])
+            for conv in gnn.gnns
+        ]
+        h = torch.cat([x, self.tokens.repeat(b, 1)])
+        full_batch = torch.cat([batch, torch.arange(b, device=x.device).repeat_interleave(k)])
+        return h, edge_index, full_batch, edge_emb
+
+    def forward(self, data: Any) -> torch.Tensor:
+        self.backbone.check(data, "GraphAllInOne.forward")
+        h, edge_index, batch, edge_emb = self.prompted_graph(data)
+        h = self.backbone.forward_blocks(h, graph=data, edge_emb=edge_emb, edge_index=edge_index)
+        return self.head(self.backbone.pool(h, batch))
 
 
 # ---------------------------------------------------------------------------- training

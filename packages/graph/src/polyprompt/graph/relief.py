@@ -50,17 +50,12 @@ from torch import nn
 from polyprompt.core.errors import CheckpointError, InputError
 from polyprompt.core.progress import progress_bar
 from polyprompt.core.registry import register_method
-from polyprompt.graph.agent import HPPOAgent, Rollout, compute_gae
+from polyprompt.graph.agent import HPPOAgent, NodeLayout, Rollout, compute_gae
+from polyprompt.graph.backbone import with_self_loops
 from polyprompt.graph.config import RELIEFConfig
 from polyprompt.graph.methods import GraphClassifier, accuracy, roc_auc
 
 __all__ = ["RELIEF"]
-
-
-def _dense(h: torch.Tensor, data: Any, n_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from torch_geometric.utils import to_dense_batch
-
-    return to_dense_batch(h, data.batch, max_num_nodes=n_max, batch_size=data.num_graphs)
 
 
 @register_method("relief")
@@ -95,24 +90,26 @@ class RELIEF(GraphClassifier):
         """
         if record and policy is None:
             raise InputError("RELIEF.run_episodes: record=True needs a sub-policy index")
-        self.backbone.check(data, "RELIEF")
+        self.backbone.check(data, "RELIEF")  # once per episode batch, not per step
         was_training = self.head.training
         self.head.eval()
         gnn = self.backbone
-        counts = torch.bincount(data.batch, minlength=data.num_graphs)
-        n_max = int(counts.max())
-        offsets = data.ptr[:-1]
+        layout = NodeLayout.from_batch(data.batch, data.ptr, data.num_graphs)
+        counts = layout.mask.sum(1)
+        n_max = layout.n_max
+        # everything but the prompt is fixed for the episode: embed atoms and bonds, add the
+        # self-loops and lay the nodes out once; each step = agent + one pass of the layers
         prompt = torch.zeros(data.num_nodes, gnn.embed_dim, device=data.x.device)
-        h0 = gnn.atom(data.x)  # the prompt changes, atoms and bonds do not: embed them once
+        h0 = gnn.atom(data.x)
         edge_emb = gnn.edge_embeddings(data)
-        h = gnn.forward_blocks(h0, graph=data, edge_emb=edge_emb)
+        edge_index = with_self_loops(data.edge_index, data.num_nodes)
+        h = gnn.forward_blocks(h0, graph=data, edge_emb=edge_emb, edge_index=edge_index)
         y = data.y.view(-1) if record else None
         loss_prev = self._losses(h, data, y) if record else None
         rec: dict[str, list[torch.Tensor]] = {
             k: []
             for k in (
                 "states",
-                "masks",
                 "action_d",
                 "action_c",
                 "logp_d",
@@ -123,18 +120,19 @@ class RELIEF(GraphClassifier):
             )
         }
         for t in range(n_max):
-            states, mask = _dense(h, data, n_max)
-            a_d, a_c, lp_d, lp_c = self.agent.act(
-                states, mask, policy=policy, deterministic=deterministic, generator=generator
+            a_d, a_c, lp_d, lp_c = self.agent.act_nodes(
+                h, layout, policy=policy, deterministic=deterministic, generator=generator
             )
+            if record:
+                rec["states"].append(layout.dense(h))
             active = counts > t
-            rows = (offsets + a_d)[active]
+            rows = (layout.offsets + a_d)[active]
             prompt.index_put_((rows,), a_c[active], accumulate=True)
-            h = gnn.forward_blocks(h0 + prompt, graph=data, edge_emb=edge_emb)
+            h = gnn.forward_blocks(
+                h0 + prompt, graph=data, edge_emb=edge_emb, edge_index=edge_index
+            )
             if record:
                 loss = self._losses(h, data, y)
-                rec["states"].append(states)
-                rec["masks"].append(mask)
                 rec["action_d"].append(a_d)
                 rec["action_c"].append(a_c)
                 rec["logp_d"].append(lp_d)
@@ -152,6 +150,7 @@ class RELIEF(GraphClassifier):
         }
         if record:
             out.update({k: torch.stack(v, 1) for k, v in rec.items()})  # (B, T, ...)
+            out["masks"] = layout.mask[:, None, :].expand(-1, n_max, -1)
         return out
 
     def attach_prompts(
