@@ -50,3 +50,20 @@ def test_audio_aligner_options_and_errors():
     with pytest.raises(ConfigError, match="qformer_hidden_size"):
         AlignerConfig(qformer_hidden_size=30, qformer_heads=4)
     assert AlignerConfig().num_audio_tokens == 33
+
+
+def test_audio_aligner_output_norm_starts_at_lm_embedding_scale():
+    torch.manual_seed(0)
+    kw = dict(audio_dim=24, lm_dim=16, vocab_size=50)
+    raw = AudioAligner(AlignerConfig(**SMALL, dropout=0.0), **kw).eval()
+    normed = AudioAligner(
+        AlignerConfig(**SMALL, dropout=0.0, output_norm=True), output_scale=0.05, **kw
+    ).eval()
+    feats = torch.randn(3, 9, 24)
+    tokens = normed(feats)[:, 1:]  # the 32 query tokens (indicator excluded)
+    rms = tokens.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.full_like(rms, 0.05), atol=1e-3, rtol=1e-2)
+    assert raw(feats)[:, 1:].pow(2).mean().sqrt() > 0.2  # without it: the Linear's own range
+    assert normed.out_gain.requires_grad  # the gain trains with the aligner
+    with pytest.raises(ConfigError, match="output_norm"):
+        AlignerConfig(output_norm="yes")

@@ -32,3 +32,26 @@ def test_audio_demo_quick_end_to_end(tmp_path, monkeypatch):
     for name in ("results.md", "scores.png", "spectrograms.png", "apt_prompt/prompt_config.json"):
         assert (out / name).exists(), name
     assert data["samples"] and {"task", "prompt", "reference", "apt"} <= set(data["samples"][0])
+
+
+def test_audio_demo_lm_texts_describe_each_audio_slot():
+    import torch
+
+    from polyprompt.audio.demo import describe_clip, lm_texts
+    from polyprompt.audio.tasks import AudioTextExample, Clip
+
+    meta = {"gender": "woman", "accent": "scottish", "word": "river", "speed": "fast"}
+    meta |= {"noise": "none", "reverb": False}
+    a, b = Clip(torch.randn(1600), meta=meta), Clip(torch.randn(1600), meta={"word": "x"})
+    ex = AudioTextExample((a, "Which word is spoken?"), "river", "qa")
+    texts = lm_texts([ex], "description", repeats=2)
+    assert len(texts) == 2 and texts[0] != texts[1]  # the description's wording varies
+    for t in texts:
+        assert t.startswith("Audio: ") and " river " in t.split("Answer:")[0]
+        assert t.endswith("Which word is spoken? Answer: river")
+    assert lm_texts([ex], "none", repeats=3) == ["Which word is spoken? Answer: river"] * 3
+    assert describe_clip(b) == ""  # no synthesis facts (e.g. a Clotho clip): no description
+    with pytest.raises(ConfigError, match="lm_context"):
+        DemoConfig(lm_context="caption")
+    with pytest.raises(ConfigError, match="lm_context"):
+        lm_texts([ex], "caption")

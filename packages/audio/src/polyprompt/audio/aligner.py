@@ -43,7 +43,13 @@ def _is_int(v: Any) -> bool:
 class AlignerConfig(PromptConfig):
     """Q-Former aligner sizes. Paper: BERT-base Q-Former (768 wide, 12 layers, 12 heads,
     cross-attention every 2nd layer as BLIP-2), 32 queries, instruction in the Q-Former,
-    one indicator token."""
+    one indicator token.
+
+    ``output_norm`` (not in the paper, off by default): a LayerNorm (no affine) on the
+    projected tokens times a learnable scalar gain initialised to the LM's word-embedding RMS
+    (``output_scale``, passed by the method), so the soft tokens start in the range of the
+    LM's own input embeddings instead of the raw ``Linear`` output's (~9x larger with the
+    example's tiny LM)."""
 
     num_query_tokens: int = 32
     qformer_hidden_size: int = 768
@@ -55,6 +61,7 @@ class AlignerConfig(PromptConfig):
     use_instruction: bool = True
     use_indicator: bool = True
     dropout: float = 0.1
+    output_norm: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,7 +83,7 @@ class AlignerConfig(PromptConfig):
             "must be divisible by qformer_heads",
         )
         r(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
-        for name in ("use_instruction", "use_indicator"):
+        for name in ("use_instruction", "use_indicator", "output_norm"):
             r(isinstance(getattr(self, name), bool), name, "must be True or False")
 
     @property
@@ -93,7 +100,13 @@ class AudioAligner(nn.Module):
     """
 
     def __init__(
-        self, config: AlignerConfig, *, audio_dim: int, lm_dim: int, vocab_size: int
+        self,
+        config: AlignerConfig,
+        *,
+        audio_dim: int,
+        lm_dim: int,
+        vocab_size: int,
+        output_scale: float = 1.0,
     ) -> None:
         super().__init__()
         from transformers import InstructBlipQFormerConfig, InstructBlipQFormerModel
@@ -122,6 +135,7 @@ class AudioAligner(nn.Module):
         self.indicator = (
             nn.Parameter(torch.randn(1, 1, self.lm_dim) * 0.02) if c.use_indicator else None
         )
+        self.out_gain = nn.Parameter(torch.tensor(float(output_scale))) if c.output_norm else None
 
     def forward(
         self,
@@ -160,6 +174,8 @@ class AudioAligner(nn.Module):
                 encoder_attention_mask=enc_mask,
             )
         tokens = self.proj(out.last_hidden_state[:, : queries.shape[1]])
+        if self.out_gain is not None:
+            tokens = nn.functional.layer_norm(tokens, tokens.shape[-1:]) * self.out_gain
         if self.indicator is not None:
             tokens = torch.cat([self.indicator.expand(b, -1, -1).to(tokens.dtype), tokens], dim=1)
         return tokens

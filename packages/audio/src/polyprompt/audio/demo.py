@@ -9,7 +9,8 @@ Steps (all offline, on CPU):
 2. **Frozen encoder** — the AudioMAE-style ViT, MAE-pre-trained in-situ on the training
    clips (:mod:`.pretrain_encoder`), cached.
 3. **Frozen LM** — a tiny GPT-2 + BPE pre-trained in-situ on Python-stdlib docstrings and
-   the training prompts/responses (:mod:`.text_pretrain`), cached.
+   the training examples as text, each audio slot replaced by a description of the clip
+   (:func:`lm_texts`, ``DemoConfig.lm_context``; :mod:`.text_pretrain`), cached.
 4. **Methods**, per seed, all trained multi-task with the core Trainer: APT (aligner +
    indicator), text-only LM (trained soft prompt, no audio), full fine-tuning (aligner + LM);
    the core linear probe on the frozen encoder for ``classify``.
@@ -35,10 +36,11 @@ from typing import Any
 
 from polyprompt.core.config import PromptConfig
 
-__all__ = ["DemoConfig", "main", "run_demo"]
+__all__ = ["DemoConfig", "describe_clip", "lm_texts", "main", "run_demo"]
 
 DEFAULT_OUT = Path("out") / "audio"
 METHOD_NAMES = ("apt", "text_only", "linear_probe", "full_ft")
+LM_CONTEXTS = ("description", "none")
 _TITLES = {
     "apt": "APT (aligner + indicator)",
     "text_only": "text-only LM (soft prompt)",
@@ -49,7 +51,17 @@ _TITLES = {
 
 @dataclass
 class DemoConfig(PromptConfig):
-    """Sizes and schedule of the example (defaults: the full run, ~10 min on 2 quiet cores)."""
+    """Sizes and schedule of the example (defaults: the full run, ~10 min on 2 quiet cores).
+
+    ``lm_context`` — what stands in each audio slot of the task texts the tiny LM is
+    pre-trained on (:func:`lm_texts`): ``"description"`` (default) a textual description of
+    that training clip, so the frozen LM learns to answer *from its context* (BLIP-2's premise:
+    the LM already answers from a description; the aligner makes audio act like one);
+    ``"none"`` the slot is dropped (the LM only learns the answer format and label prior).
+    ``output_norm`` — :class:`~polyprompt.audio.aligner.AlignerConfig` ``output_norm`` (soft
+    tokens LayerNorm-ed and scaled to the LM's embedding RMS); default chosen on a validation
+    split (see the README).
+    """
 
     n_train: int = 80
     n_test: int = 40
@@ -63,7 +75,7 @@ class DemoConfig(PromptConfig):
     encoder_depth: int = 4
     encoder_heads: int = 3
     mae_steps: int = 150
-    lm_steps: int = 500
+    lm_steps: int = 1000
     template_repeats: int = 10
     lm_hidden: int = 128
     lm_layers: int = 2
@@ -71,6 +83,8 @@ class DemoConfig(PromptConfig):
     qformer_layers: int = 2
     num_query_tokens: int = 32
     max_new_tokens: int = 20
+    lm_context: str = "description"
+    output_norm: bool = False
     methods: tuple[str, ...] = METHOD_NAMES
 
     def __post_init__(self) -> None:
@@ -85,6 +99,7 @@ class DemoConfig(PromptConfig):
                 "must be >= 1",
             )
         r(len(self.seeds) >= 1, "seeds", "needs at least one seed")
+        r(self.lm_context in LM_CONTEXTS, "lm_context", f"must be one of {LM_CONTEXTS}")
         r(all(m in METHOD_NAMES for m in self.methods), "methods", f"must be in {METHOD_NAMES}")
 
     @classmethod
@@ -174,10 +189,65 @@ def _load_data(cfg: DemoConfig, data: str | None, progress: bool) -> dict[str, l
     )
 
 
+def describe_clip(clip: Any, template: int = 0) -> str:
+    """A textual description of ``clip`` for LM pre-training ("" when its meta has none).
+
+    espeak-ng corpus clips are described by :func:`~polyprompt.audio.data.corpus.caption_for`
+    (every synthesis fact, wording ``template``; the word unquoted); clips without synthesis meta (Clotho /
+    AudioCaps folders) get no description, since their only text is the target caption.
+    """
+    from polyprompt.audio.data.corpus import caption_for
+
+    try:
+        text = caption_for(clip.meta, template=template)
+    except (KeyError, TypeError):
+        return ""
+    # the spoken word unquoted, so it is the same token (" river") as in the answers
+    text = text.replace(f"'{clip.meta['word']}'", str(clip.meta["word"]))
+    return text[:1].upper() + text[1:]
+
+
+def lm_texts(train: Sequence[Any], lm_context: str = "description", repeats: int = 10) -> list[str]:
+    """The task texts the tiny LM is pre-trained on, from the **training** examples only.
+
+    Each example becomes ``"<segment> ... Answer: <response>"`` where a text segment is kept
+    and an audio segment becomes, with ``lm_context="description"``, ``"Audio: <description>"``
+    (:func:`describe_clip`; the wording template varies over the ``repeats`` copies), or
+    nothing with ``lm_context="none"`` (then the distinct texts are repeated ``repeats`` times).
+    """
+    if lm_context not in LM_CONTEXTS:
+        from polyprompt.core.errors import ConfigError
+
+        raise ConfigError(f"lm_context={lm_context!r}: must be one of {LM_CONTEXTS}")
+    if lm_context == "none":
+        texts = {
+            " ".join([*(s for s in ex.segments if isinstance(s, str)), "Answer:", ex.response])
+            for ex in train
+        }
+        return sorted(texts) * repeats
+    out = []
+    for r in range(repeats):
+        for i, ex in enumerate(train):
+            parts = []
+            for j, seg in enumerate(ex.segments):
+                if isinstance(seg, str):
+                    parts.append(seg)
+                else:
+                    desc = describe_clip(seg, template=r + i + j)
+                    if desc:
+                        parts.append(f"Audio: {desc}")
+            out.append(" ".join([*parts, "Answer:", ex.response]))
+    return out
+
+
 def build_backbone(
     cfg: DemoConfig, train: Sequence[Any], *, progress: bool = True
 ) -> tuple[Any, dict[str, Any]]:
-    """The frozen encoder (MAE on the training clips) and LM (tiny GPT-2), both cached."""
+    """The frozen encoder (MAE on the training clips) and LM (tiny GPT-2), both cached.
+
+    The LM is pre-trained on stdlib docstrings + :func:`lm_texts` of ``train`` (with
+    ``cfg.lm_context``); pass only the training split so test clips are never described.
+    """
     import torch
 
     from polyprompt.audio.encoder import AudioEncoderConfig
@@ -200,17 +270,7 @@ def build_backbone(
     encoder, enc_info = pretrain_audio_mae(
         specs, enc_cfg, MAEConfig(steps=cfg.mae_steps), progress=progress
     )
-    # the task templates as plain text (no audio): "<text segments> Answer: <response>"
-    # (repeated ``template_repeats`` times so the tiny LM learns the answer format)
-    texts = (
-        sorted(
-            {
-                " ".join([*(s for s in ex.segments if isinstance(s, str)), "Answer:", ex.response])
-                for ex in train
-            }
-        )
-        * cfg.template_repeats
-    )
+    texts = lm_texts(train, cfg.lm_context, cfg.template_repeats)
     lm_cfg = TinyLMConfig(
         steps=cfg.lm_steps,
         hidden_size=cfg.lm_hidden,
@@ -235,6 +295,7 @@ def apt_config(cfg: DemoConfig) -> Any:
             qformer_heads=4 if cfg.qformer_hidden % 4 == 0 else 2,
             qformer_intermediate_size=2 * cfg.qformer_hidden,
             cross_attention_frequency=1,
+            output_norm=cfg.output_norm,
         ),
         max_new_tokens=cfg.max_new_tokens,
     )

@@ -174,6 +174,9 @@ class AcousticPromptTuning(PromptMethod):
                 audio_dim=backbone.encoder.embed_dim,
                 lm_dim=lm.embed_dim,
                 vocab_size=lm.adapter.vocab_size,
+                output_scale=float(
+                    lm.model.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
+                ),
             )
             self.soft_prompt = None
         if config.tune_lm:

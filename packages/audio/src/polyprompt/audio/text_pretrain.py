@@ -7,9 +7,10 @@ the aligner talks to is really frozen knowledge:
 * **text**: the docstrings of the Python standard library that runs this code (``ast`` over
   ``sysconfig.get_paths()["stdlib"]``, test folders skipped; English prose written by the
   CPython developers), paragraphs of >= 40 characters that are mostly letters, plus the
-  caller's ``extra_texts`` (the example passes the *training* split's text segments with
-  ``Answer:`` and the response, without audio: the task templates, so the LM knows their
-  words and the answer format);
+  caller's ``extra_texts`` (the example passes the *training* split's examples as text:
+  ``"Audio: <clip description> <segment> ... Answer: <response>"``, see
+  :func:`polyprompt.audio.demo.lm_texts`, so the LM knows the task words, the answer format,
+  and that the answer is read from the context);
 * **tokenizer**: ``tokenizers.ByteLevelBPETokenizer`` (GPT-2's scheme), specials
   ``<s>`` ``</s>`` ``<pad>``, wrapped as ``transformers.PreTrainedTokenizerFast``;
 * **model**: ``transformers.GPT2LMHeadModel`` (:class:`TinyLMConfig`), next-token loss on
