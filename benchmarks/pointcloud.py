@@ -30,9 +30,10 @@ Parts:
 
 ``--cost-only`` re-measures only part 3 and merges it into the JSON already in ``--out``,
 keeping parts 1-2 and recording when each part was measured (the replaced cost numbers are kept
-as ``speed_previous``).
+as ``speed_previous``). ``--quality-only`` is its mirror: re-runs parts 1-2, keeps part 3 of the
+JSON already in ``--out`` (the replaced quality table is kept as ``demo_previous``).
 
-Run ``python benchmarks/pointcloud.py [--quick] [--cost-only] [--out DIR]``.
+Run ``python benchmarks/pointcloud.py [--quick] [--cost-only | --quality-only] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ Quality (measured {when.get("quality", "with the cost section")}{", command `" +
 {len(cfg["seeds"])} seeds x {cfg["epochs"]} epochs, augmentation {"on" if cfg["augment"] else "off"}; test accuracy
 mean ± std over seeds, model selection on val. IDPT - full FT: {quality["idpt_minus_full_ft_points"]:+.1f} points;
 IDPT - best static VPT: {quality["idpt_minus_best_vpt_points"]:+.1f} points (paper claim: IDPT >= static prompt and
-within 1 point of full FT).
+within 1 point of full FT). Pre-training data: {_pretrain_data_line(info)}.{_previous_quality(payload)}
 
 Cache == no cache (IDPT, 2 epochs, same seed, {equiv["train_clouds"]} training clouds): max |logit diff|
 {equiv["max_abs_logit_diff"]:.2e}; test accuracy uncached {equiv["uncached_test_accuracy"]:.3f} / cached
@@ -409,6 +410,36 @@ Rows `cost, previous run`: the cost measurement this run replaced (measured
         (Path(out) / f"{NAME}.png").write_bytes(Path(plot).read_bytes())
 
 
+def _pretrain_data_line(info: dict[str, Any]) -> str:
+    d = info["backbone"].get("pretrain_data")
+    if not d:
+        return "furniture train split + trimesh primitives"
+    steps = info["backbone"]["pretrain"]
+    return (
+        f"{d['total_clouds']} clouds = pybullet_data {d['mesh_clouds']} meshes "
+        f"({d['meshes_skipped']} skipped) + train split {d['train_clouds']} + "
+        f"{d['primitives']} primitives, {steps['epochs']} epochs capped at "
+        f"{steps.get('max_steps') or 'all'} steps"
+        if d["mesh_clouds"]
+        else f"train split {d['train_clouds']} + {d['primitives']} primitives, "
+        f"{steps['epochs']} epochs"
+    )
+
+
+def _previous_quality(payload: dict[str, Any]) -> str:
+    prev = payload.get("demo_previous")
+    if not prev:
+        return ""
+    accs = ", ".join(
+        f"{r['method']} {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f}"
+        for r in prev["rows"]
+    )
+    return (
+        f"\nThe quality table this run replaced (measured {prev['measured_at']}, pre-training data: "
+        f"{prev['pretrain_data']}): {accs}."
+    )
+
+
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
@@ -443,7 +474,12 @@ def main(argv: list[str] | None = None) -> None:
         render(payload, out, command=command)
         return
     cost_only = "--cost-only" in raw
-    args = parse_args(__doc__.splitlines()[0], [a for a in raw if a != "--cost-only"])
+    quality_only = "--quality-only" in raw
+    if cost_only and quality_only:
+        raise SystemExit("--cost-only and --quality-only exclude each other")
+    args = parse_args(
+        __doc__.splitlines()[0], [a for a in raw if a not in ("--cost-only", "--quality-only")]
+    )
     command = "python " + " ".join([f"benchmarks/{NAME}.py", *raw])
     if THREADS != 1:
         command = f"POINTCLOUD_BENCH_THREADS={THREADS} {command}"
@@ -477,6 +513,12 @@ def main(argv: list[str] | None = None) -> None:
         payload["cost_note"] = COST_NOTE
         render(payload, Path(args.out), command=command)
         return
+    old: dict[str, Any] | None = None
+    if quality_only:
+        src = Path(args.out) / f"{NAME}.json"
+        if not src.is_file():
+            raise SystemExit(f"--quality-only needs a previous run's {src} (for the cost part)")
+        old = json.loads(src.read_text())
     import tempfile
 
     import torch
@@ -496,6 +538,34 @@ def main(argv: list[str] | None = None) -> None:
     # 2. cache == no cache
     equiv = cache_equivalence(args.quick)
     print(f"cache equivalence: {equiv}", flush=True)
+    if old is not None:
+        # keep the cost part (and its history) of the stored run; replace quality + cache parts
+        commands = old.get("commands") or {"cost": old.get("command", "?")}
+        when = old.get("measured_at") or {}
+        payload = {
+            **{k: old[k] for k in old if k not in ("targets", "quality")},
+            "quick": args.quick,
+            "threads": THREADS,
+            "command": command,
+            "commands": {**commands, "quality": command},
+            "measured_at": {**when, "quality": _utc_now()},
+            "demo": demo.to_dict(),
+            "cache_equivalence": equiv,
+            "total_seconds": time.perf_counter() - t_start,
+            "demo_previous": {
+                "measured_at": when.get("quality", "?"),
+                "command": commands.get("quality", "?"),
+                "pretrain_data": old["demo"]["info"]["backbone"].get(
+                    "pretrain_data", "furniture train split + 200 primitives"
+                ),
+                "rows": [
+                    {k: r[k] for k in ("method", "accuracy_mean", "accuracy_std")}
+                    for r in old["demo"]["rows"]
+                ],
+            },
+        }
+        render(payload, Path(args.out), command=command)
+        return
     # 3. step time / memory side by side (paper architecture)
     speed = measure_cost(args.quick)
     now = _utc_now()

@@ -52,6 +52,10 @@ _EXPORTS: dict[str, str] = {
     "load_scanobjectnn": "data",
     "load_point_dataset": "data",
     "primitive_clouds": "data",
+    "UnlabelledClouds": "data",
+    "load_mesh_folder": "data",
+    "load_pybullet_meshes": "data",
+    "pybullet_data_dir": "data",
     # demo
     "run_demo": "demo",
 }

