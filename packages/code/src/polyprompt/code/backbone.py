@@ -234,25 +234,29 @@ def _read_state(directory: Path) -> dict[str, torch.Tensor]:
     )
 
 
-def _official_keys(
-    state: dict[str, torch.Tensor], directory: Path
+def masked_lm_keys(
+    state: dict[str, torch.Tensor], directory: Path, base: str, head: str, family: str
 ) -> tuple[dict[str, torch.Tensor], bool]:
-    """Map a RobertaModel / RobertaForMaskedLM state dict to RobertaForMaskedLM keys."""
+    """Map a ``<family>Model`` / ``<family>ForMaskedLM`` state dict to ``ForMaskedLM`` keys.
+
+    ``base`` is the encoder prefix (``roberta`` / ``bert``), ``head`` the MLM-head prefix
+    (``lm_head.`` / ``cls.predictions.``). Returns the mapped state and whether it has a head.
+    Raises :class:`CheckpointError` naming the first key of another layout.
+    """
     out: dict[str, torch.Tensor] = {}
     has_head = False
     for key, value in state.items():
-        if key.startswith(("pooler.", "roberta.pooler.")) or key.endswith(
+        if key.startswith(("pooler.", f"{base}.pooler.")) or key.endswith(
             "embeddings.position_ids"
         ):
-            continue  # RobertaForMaskedLM has no pooler; position_ids is a non-persistent buffer
+            continue  # ForMaskedLM has no pooler; position_ids is a non-persistent buffer
         if key.startswith(("embeddings.", "encoder.")):
-            key = "roberta." + key
-        if key.startswith("lm_head."):
-            has_head = True
-        if not key.startswith(("roberta.", "lm_head.")):
+            key = f"{base}." + key
+        has_head = has_head or key.startswith(head)
+        if not key.startswith((f"{base}.", head)):
             raise CheckpointError(
-                f"{directory}: unexpected key {key!r}: not a RobertaModel / RobertaForMaskedLM "
-                "checkpoint (keys must start with roberta., embeddings., encoder. or lm_head.)"
+                f"{directory}: unexpected key {key!r}: not a {family}Model / {family}ForMaskedLM "
+                f"checkpoint (keys must start with {base}., embeddings., encoder. or {head})"
             )
         out[key] = value
     return out, has_head
@@ -271,7 +275,9 @@ def load_codebert(
 
     directory = Path(directory)
     config = RobertaConfig.from_dict(read_hf_config(directory, "roberta", "CodeBERT"))
-    state, has_head = _official_keys(_read_state(directory), directory)
+    state, has_head = masked_lm_keys(
+        _read_state(directory), directory, "roberta", "lm_head.", "Roberta"
+    )
     if not has_head and not allow_missing_lm_head:
         raise CheckpointError(
             f"{directory}: checkpoint has no masked-LM head (lm_head.*); Zecoler scores the "

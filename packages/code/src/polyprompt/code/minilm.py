@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polyprompt.code.backbone import CodeBackbone, _read_state, read_hf_config
+from polyprompt.code.backbone import CodeBackbone, _read_state, masked_lm_keys, read_hf_config
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import CheckpointError
 from polyprompt.core.io import polyprompt_home
@@ -101,26 +101,6 @@ def minilm_available() -> bool:
     return minilm_dir() is not None
 
 
-def _bert_keys(state: dict[str, Any], directory: Path) -> tuple[dict[str, Any], bool]:
-    """Map a ``BertModel`` / ``BertForMaskedLM`` state dict to ``BertForMaskedLM`` keys."""
-    out: dict[str, Any] = {}
-    has_head = False
-    for key, value in state.items():
-        if key.startswith(("pooler.", "bert.pooler.")) or key.endswith("embeddings.position_ids"):
-            continue  # BertForMaskedLM has no pooler; position_ids is a non-persistent buffer
-        if key.startswith(("embeddings.", "encoder.")):
-            key = "bert." + key
-        if key.startswith("cls."):
-            has_head = True
-        if not key.startswith(("bert.", "cls.predictions.")):
-            raise CheckpointError(
-                f"{directory}: unexpected key {key!r}: not a BertModel / BertForMaskedLM "
-                "checkpoint (keys must start with bert., embeddings., encoder. or cls.predictions.)"
-            )
-        out[key] = value
-    return out, has_head
-
-
 def load_bert_encoder(directory: str | Path, *, load_tokenizer: bool = True) -> CodeBackbone:
     """A ``BertForMaskedLM`` with the encoder of a BERT folder (MiniLM's layout).
 
@@ -139,7 +119,9 @@ def load_bert_encoder(directory: str | Path, *, load_tokenizer: bool = True) -> 
 
     directory = Path(directory)
     config = BertConfig.from_dict(read_hf_config(directory, "bert", "MiniLM"))
-    state, has_head = _bert_keys(_read_state(directory), directory)
+    state, has_head = masked_lm_keys(
+        _read_state(directory), directory, "bert", "cls.predictions.", "Bert"
+    )
     model = BertForMaskedLM(config)
     expected = model.state_dict()
     tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
