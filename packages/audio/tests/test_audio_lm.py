@@ -24,10 +24,9 @@ def _gpt2():
     return GPT2LMHeadModel(cfg)
 
 
-def _llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
+def _llama_family(config_cls, model_cls):
+    """A tiny Llama-layout causal LM (Llama, Qwen2 share the config fields used here)."""
+    cfg = config_cls(
         vocab_size=40,
         hidden_size=16,
         intermediate_size=32,
@@ -38,24 +37,19 @@ def _llama():
         bos_token_id=1,
         eos_token_id=2,
     )
-    return LlamaForCausalLM(cfg)
+    return model_cls(cfg)
+
+
+def _llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return _llama_family(LlamaConfig, LlamaForCausalLM)
 
 
 def _qwen2():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    cfg = Qwen2Config(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=48,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    return Qwen2ForCausalLM(cfg)
+    return _llama_family(Qwen2Config, Qwen2ForCausalLM)
 
 
 def _rows(gen):
