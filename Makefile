@@ -6,15 +6,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PKG_DIRS := $(sort $(dir $(wildcard packages/*/pyproject.toml)))
 STAMP := $(VENV)/.polyprompt-installed
+PIP := $(PY) -m pip --quiet --no-cache-dir
 
 .PHONY: setup data demo test test-slow lint bench lock clean
 
 setup: $(STAMP)
 
+# The torch stack is installed alone first (~5 GB), then the rest: pip's temporary copies of the
+# largest wheels are gone before the second step, and --no-cache-dir keeps no second copy of a
+# downloaded wheel, so the peak disk use stays near the installed size (~8 GB).
 $(STAMP): pyproject.toml constraints.txt shared/prompt-core/pyproject.toml $(wildcard packages/*/pyproject.toml)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -c constraints.txt \
+	@df -h . | tail -1 | awk '{print "== disk: " $$4 " free (a full install needs ~9 GB)"}'
+	$(PIP) install -c constraints.txt torch torchvision torchaudio
+	$(PIP) install -c constraints.txt \
 		-e "shared/prompt-core[all]" $(foreach d,$(PKG_DIRS),-e "$(d)") \
 		pytest pytest-timeout hypothesis ruff peft hatchling
 	PY=$(PY) bash scripts/install_data.sh

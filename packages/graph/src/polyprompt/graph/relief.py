@@ -246,7 +246,7 @@ class RELIEF(GraphClassifier):
         (``relief_state.pt``, read back with ``weights_only=True``); a new ``fit`` with the
         same directory continues from the last completed epoch with the same results as an
         uninterrupted run."""
-        from stable_baselines3.common.logger import configure
+        from stable_baselines3.common.logger import Logger
         from stable_baselines3.common.running_mean_std import RunningMeanStd
         from stable_baselines3.common.utils import set_random_seed
 
@@ -257,7 +257,9 @@ class RELIEF(GraphClassifier):
         if len(train) == 0:
             raise InputError("RELIEF.fit: empty training set")
         set_random_seed(seed)
-        logger = configure(None, [])
+        # A Logger with no output formats: `configure(None, [])` would create an empty SB3-<date>
+        # folder in the temp dir on every fit.
+        logger = Logger(folder=None, output_formats=[])
         optims = self.agent.optimizers()
         head_opt = torch.optim.Adam(self.head.parameters(), lr=cfg.head_lr)
         history: list[dict[str, Any]] = []
