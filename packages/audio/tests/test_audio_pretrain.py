@@ -53,6 +53,19 @@ def test_audio_mae_pretrain_learns_and_caches(home):
         pretrain_audio_mae(torch.randn(4, 1, 16, 32), ENC, cfg, progress=False)
 
 
+def test_audio_mae_pretrain_ignores_the_global_rng():
+    # the cache key holds the configs + data, so the weights must not depend on the caller's RNG
+    specs = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    cfg = MAEConfig(steps=3, batch_size=4, decoder_dim=16, decoder_heads=2)
+    states = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        enc, _ = pretrain_audio_mae(specs, ENC, cfg, progress=False, cache=False)
+        states.append(enc.model.state_dict())
+    for a, b in zip(states[0].values(), states[1].values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_audio_tiny_lm_pretrain_caches(home):
     from polyprompt.audio.text_pretrain import TinyLMConfig, pretrain_tiny_lm, stdlib_docstrings
 

@@ -179,6 +179,7 @@ def pretrain_audio_mae(
         )
     key = _key(enc_cfg, cfg, spectrograms)
     path = polyprompt_home() / "audio" / f"audiomae-{key}.safetensors"
+    torch.manual_seed(cfg.seed)  # the encoder's initial weights too: same cache key, same encoder
     encoder = build_audio_encoder(enc_cfg)
     if cache and path.exists():
         state, meta = load_state(path)
