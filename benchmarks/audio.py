@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         + f"\n{result.info['n_train']} training / {result.info['n_test']} test examples "
         f"(espeak-ng speech, held-out speakers); seeds {list(cfg.seeds)}.  \n"
         f"Total time {took:.0f} s; process peak RSS {peak_rss_bytes() / 2**20:.0f} MiB. "
-        "Timings on a shared, contended 2-core machine are inflated.\n"
+        "Times are wall clock on this machine (inflated if other jobs shared its 2 cores).\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(example_out / "scores.png", args.out / f"{NAME}.png")
