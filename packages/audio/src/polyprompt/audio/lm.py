@@ -251,7 +251,7 @@ class InterleavedLM(nn.Module):
 
     def _model_kwargs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {"inputs_embeds": batch["inputs_embeds"], "attention_mask": batch["attention_mask"]}
-        if self.adapter._accepts_position_ids:
+        if self.adapter.accepts_position_ids:
             out["position_ids"] = batch["position_ids"]
         return out
 

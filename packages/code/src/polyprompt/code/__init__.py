@@ -9,7 +9,7 @@ torch load only when a name that needs them is first used.
 
 from __future__ import annotations
 
-from polyprompt.core._lazy import lazy_exports
+from polyprompt.core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from polyprompt.core._lazy import lazy_exports
+from polyprompt.core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 

@@ -73,7 +73,7 @@ from polyprompt.core.methods.classify import (
     insert_prompt,
     pool_tokens,
 )
-from polyprompt.core.prompts.bottleneck import _ACTIVATIONS, Bottleneck, BottleneckActivation
+from polyprompt.core.prompts.bottleneck import Bottleneck, BottleneckActivation, make_activation
 from polyprompt.core.registry import register_method
 from polyprompt.core.validation import check_tensor
 from polyprompt.medical.backbones import block_forward
@@ -193,7 +193,7 @@ class DynamicPromptModule(nn.Module):
         super().__init__()
         self.dim, self.hidden, self.num_prompts = int(dim), int(hidden), int(num_prompts)
         self.down = nn.Linear(self.dim, self.hidden)
-        self.act = _ACTIVATIONS[BottleneckActivation(activation)]()
+        self.act = make_activation(activation)
         self.prompts = nn.Parameter(torch.randn(self.num_prompts, self.hidden) * prompt_init_std)
         self.drop = nn.Dropout(dropout)
         self.up = nn.Linear(self.hidden, self.dim)

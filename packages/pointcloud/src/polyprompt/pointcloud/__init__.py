@@ -16,7 +16,7 @@ Example::
 
 from __future__ import annotations
 
-from polyprompt.core._lazy import lazy_exports
+from polyprompt.core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 

@@ -43,10 +43,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from polyprompt.core.cache import FromCachedTokens
 from polyprompt.core.config import PromptConfig
 
-# the results table and the cached-token wrapper are the core demo's own (same columns, same path)
-from polyprompt.core.demo.digits import _FromCachedTokens, table_columns
+# the results table is the core demo's own (same columns)
+from polyprompt.core.demo.digits import table_columns
 
 __all__ = ["METHODS", "DemoConfig", "DemoResult", "main", "run_demo"]
 
@@ -471,7 +472,7 @@ def _run_one(spec, seed, cfg, pre, train, splits, augment, cached, ckpt_dir, Fea
             }
             cached[key]["start_block"] = cache.start_block
         datasets = cached[key]
-        net: nn.Module = _FromCachedTokens(model, datasets["start_block"])
+        net: nn.Module = FromCachedTokens(model, datasets["start_block"])
     else:
         datasets = {
             "train": train.dataset(augment),

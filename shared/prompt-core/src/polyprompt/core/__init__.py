@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from polyprompt.core._lazy import lazy_exports
+from polyprompt.core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -95,6 +95,7 @@ _EXPORTS: dict[str, str] = {
     "progress_bar": "progress",
     "TrainerConfig": "trainer",
     "FeatureCache": "cache",
+    "FromCachedTokens": "cache",
     "PromptBank": "bank",
     "BankPlan": "bank",
     "cached_dataset": "cache",

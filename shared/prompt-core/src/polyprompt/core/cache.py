@@ -54,7 +54,7 @@ from polyprompt.core.errors import InputError, ShapeError
 from polyprompt.core.io import atomic_write, polyprompt_home
 from polyprompt.core.validation import check_tensor
 
-__all__ = ["CacheWarning", "FeatureCache", "cached_dataset", "data_fingerprint"]
+__all__ = ["CacheWarning", "FeatureCache", "FromCachedTokens", "cached_dataset", "data_fingerprint"]
 
 _FORMAT = "polyprompt-feature-cache/1"
 _TENSOR_KEY = "tokens"
@@ -289,6 +289,23 @@ class FeatureCache:
     def __repr__(self) -> str:
         where = "memory" if self.in_memory else str(self.root)
         return f"FeatureCache(start_block={self.start_block}, at={where})"
+
+
+class FromCachedTokens(nn.Module):
+    """Cached tokens ``(B, L, D)`` -> logits via ``method.forward_from_tokens(tokens, start_block)``.
+
+    Wraps a method whose layers below ``start_block`` are frozen (linear probe, late prompts) so
+    the core :class:`~polyprompt.core.trainer.Trainer` trains it directly on the output of a
+    :class:`FeatureCache`: every epoch costs the layers from ``start_block`` on, not a full pass.
+    """
+
+    def __init__(self, method: nn.Module, start_block: int) -> None:
+        super().__init__()
+        self.method = method
+        self.start_block = start_block
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.method.forward_from_tokens(tokens, self.start_block)
 
 
 def cached_dataset(

@@ -1,4 +1,4 @@
-"""PEP 562 lazy exports, shared by the core's package ``__init__`` modules.
+"""PEP 562 lazy exports for package ``__init__`` modules (the core's and every modality package's).
 
 ``__getattr__, __dir__ = lazy_exports(__name__, {"Name": "submodule", ...}, globals())``
 imports ``<package>.<submodule>`` only when ``Name`` is first accessed, then caches it.

@@ -5,7 +5,7 @@ Light: nothing heavy is imported until a name is used.
 
 from __future__ import annotations
 
-from polyprompt.core._lazy import lazy_exports
+from polyprompt.core.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "SpeechSpec": "espeak",

@@ -172,7 +172,8 @@ class HFTextAdapter(nn.Module):
         self.num_layers = int(getattr(config, "num_hidden_layers", 0) or 0)
         self.max_positions = self._context_length(config, model)
         params = inspect.signature(model.forward).parameters
-        self._accepts_position_ids = "position_ids" in params
+        self.accepts_position_ids = "position_ids" in params
+        """Whether the model's ``forward`` takes ``position_ids`` (left-padded batches need them)."""
         self._fp_key: tuple[Any, ...] | None = None
         self._fp_value: str | None = None
 
@@ -392,7 +393,7 @@ class HFTextAdapter(nn.Module):
         parts = self.insert_prompt(
             input_ids, attention_mask, prompt, labels, kwargs.pop("token_type_ids", None)
         )
-        if self.kind != "causal" or not self._accepts_position_ids:
+        if self.kind != "causal" or not self.accepts_position_ids:
             parts.pop("position_ids")
         if parts["labels"] is None:
             parts.pop("labels")
@@ -475,7 +476,7 @@ class HFTextAdapter(nn.Module):
             "inputs_embeds": parts["inputs_embeds"],
             "attention_mask": parts["attention_mask"],
         }
-        if self._accepts_position_ids:
+        if self.accepts_position_ids:
             kwargs["position_ids"] = parts["position_ids"]
         return self.model.generate(**kwargs, **generate_kwargs)
 

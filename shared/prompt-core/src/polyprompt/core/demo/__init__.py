@@ -24,7 +24,7 @@ Example::
 
 from __future__ import annotations
 
-from polyprompt.core._lazy import lazy_exports
+from polyprompt.core.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "run_demo": "digits",

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from polyprompt.core.config import PromptConfig
 
@@ -213,22 +212,6 @@ def table_columns() -> list:
 
 
 # ----------------------------------------------------------------------------- runs
-class _FromCachedTokens(nn.Module):
-    """Cached tokens ``(B, L, D)`` -> logits ``(B, C)`` via ``method.forward_from_tokens``.
-
-    The linear probe trains on the output of a :class:`~polyprompt.core.cache.FeatureCache`
-    (nothing below its head trains), so every epoch costs one matrix product, not a ViT pass.
-    """
-
-    def __init__(self, method: nn.Module, start_block: int) -> None:
-        super().__init__()
-        self.method = method
-        self.start_block = start_block
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.method.forward_from_tokens(tokens, self.start_block)
-
-
 def _run_one(
     spec: MethodSpec,
     seed: int,
@@ -239,7 +222,7 @@ def _run_one(
     epoch_progress: bool,
     checkpoint_dir: Path | None,
 ) -> dict[str, Any]:
-    from polyprompt.core.cache import FeatureCache
+    from polyprompt.core.cache import FeatureCache, FromCachedTokens
     from polyprompt.core.freezing import trainable_report
     from polyprompt.core.registry import create
     from polyprompt.core.trainer import Trainer, TrainerConfig
@@ -269,7 +252,7 @@ def _run_one(
         # nothing below the head trains: compute the frozen tokens once, train on them
         cache = FeatureCache(model.backbone, model.cache_point, in_memory=True)
         datasets = {k: cache.cached_dataset(v.dataset(), batch_size=256) for k, v in data.items()}
-        net = _FromCachedTokens(model, cache.start_block)
+        net = FromCachedTokens(model, cache.start_block)
     else:
         datasets = {k: v.dataset() for k, v in data.items()}
         net = model

@@ -31,8 +31,8 @@ from __future__ import annotations
 import enum
 from typing import TypeVar
 
-from polyprompt.core._lazy import lazy_exports
 from polyprompt.core.errors import ConfigError, PolypromptError
+from polyprompt.core.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "PromptInit": "soft",

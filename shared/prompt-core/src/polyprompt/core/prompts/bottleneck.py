@@ -70,6 +70,12 @@ _ACTIVATIONS = {
 }
 
 
+def make_activation(activation: BottleneckActivation | str) -> nn.Module:
+    """A fresh activation module for ``activation`` (a :class:`BottleneckActivation` or its value),
+    for adapters elsewhere that offer the same choices as :class:`Bottleneck`."""
+    return _ACTIVATIONS[BottleneckActivation(activation)]()
+
+
 class Bottleneck(nn.Module):
     """Down-projection, activation, up-projection, scaled; residual optional.
 
@@ -109,7 +115,7 @@ class Bottleneck(nn.Module):
         self.activation = _enum_arg(BottleneckActivation, activation, "activation", where)
         self.residual = bool(residual)
         self.down = nn.Linear(self.dim, self.hidden)
-        self.act = _ACTIVATIONS[self.activation]()
+        self.act = make_activation(self.activation)
         self.drop = nn.Dropout(_dropout_arg(dropout, where))
         self.up = nn.Linear(self.hidden, self.dim)
 
