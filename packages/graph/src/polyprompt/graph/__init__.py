@@ -50,6 +50,13 @@ _EXPORTS: dict[str, str] = {
     "vec_rollout": "env",
     "HPPOAgent": "agent",
     "RELIEF": "relief",
+    "NodeGraph": "node_tasks",
+    "NodeSubgraphs": "node_tasks",
+    "node_subgraphs": "node_tasks",
+    "few_shot_node_split": "node_tasks",
+    "load_karate": "node_tasks",
+    "load_planetoid_raw": "node_tasks",
+    "pretrain_node_gin": "node_tasks",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), ("__version__",))

@@ -13,6 +13,14 @@ Architecture (Hu et al., "Strategies for Pre-training Graph Neural Networks", IC
   ``BatchNorm1d``, ReLU (not after the last layer), dropout]; JK ``last`` by default.
 * node prompts (RELIEF, GPF) are added to the atom embedding: ``forward(data, prompt)``.
 
+Node tasks (``GINConfig(in_features=F, num_layers=2)``): real-valued node features go
+through a linear :class:`FeatureEncoder` instead of the atom tables and edges carry no
+features (:class:`ZeroBond`: message ``x_j``), as RELIEF's ``node_level/model.py`` ``GIN``
+(PyG ``GINConv``, 2 layers, SVD-reduced features). The official code adds the prompt to the
+raw input features before the first ``GINConv``; here it is added right after the linear
+encoder, which spans the same prompts (``W (x + p) = W x + W p``) in the embedding space the
+RELIEF agent and GPF already act on.
+
 Promptable-backbone view (``polyprompt.core.backbones.PromptableBackbone``, graph flavour):
 ``embed(data) -> (N, D)`` node tokens of a PyG batch, ``forward_blocks(h, start, end,
 graph=data)``, ``norm`` (identity: the GIN normalises inside each layer), ``pool(h, batch)``
@@ -56,8 +64,10 @@ __all__ = [
     "MASK_ATOM",
     "AtomEncoder",
     "BondEncoder",
+    "FeatureEncoder",
     "GINBackbone",
     "GINEdgeConv",
+    "ZeroBond",
     "load_pretrain_gnns_checkpoint",
     "official_key_shapes",
     "with_self_loops",
@@ -101,6 +111,30 @@ class BondEncoder(nn.Module):
         return torch.cat([e, self.self_loop.expand(num_nodes, -1)], 0)
 
 
+class FeatureEncoder(nn.Module):
+    """Linear encoder of real-valued node features ``(N, F) -> (N, D)`` (node tasks)."""
+
+    def __init__(self, in_features: int, emb_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, emb_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.to(self.linear.weight.dtype))
+
+
+class ZeroBond(nn.Module):
+    """Edge embedding of featureless edges: zeros, so the message is ``x_j`` (PyG
+    ``GINConv``). ``self_loop`` is a zero buffer (the interface of :class:`BondEncoder`)."""
+
+    def __init__(self, emb_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("self_loop", torch.zeros(1, emb_dim), persistent=False)
+
+    def forward(self, edge_attr: torch.Tensor | None, num_nodes: int) -> torch.Tensor:
+        e = 0 if edge_attr is None else edge_attr.shape[0]
+        return self.self_loop.new_zeros(e + num_nodes, self.self_loop.shape[1])
+
+
 def with_self_loops(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """``edge_index`` followed by one self-loop per node (the order of ``add_self_loops``)."""
     loops = torch.arange(num_nodes, device=edge_index.device).unsqueeze(0).expand(2, num_nodes)
@@ -110,12 +144,12 @@ def with_self_loops(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
 class GINEdgeConv(MessagePassing):
     """pretrain-gnns ``GINConv``: ``MLP(sum_{j in N(i) + i} (h_j + e_ji))`` (self-loops added)."""
 
-    def __init__(self, emb_dim: int) -> None:
+    def __init__(self, emb_dim: int, *, bond_features: bool = True) -> None:
         super().__init__(aggr="add")
         self.mlp = nn.Sequential(
             nn.Linear(emb_dim, 2 * emb_dim), nn.ReLU(), nn.Linear(2 * emb_dim, emb_dim)
         )
-        self.bond = BondEncoder(emb_dim)
+        self.bond: nn.Module = BondEncoder(emb_dim) if bond_features else ZeroBond(emb_dim)
 
     def forward(
         self,
@@ -147,8 +181,12 @@ class GINBackbone(nn.Module):
         super().__init__()
         self.config = config or GINConfig()
         d = self.config.emb_dim
-        self.atom = AtomEncoder(d)
-        self.gnns = nn.ModuleList(GINEdgeConv(d) for _ in range(self.config.num_layers))
+        f = self.config.in_features
+        # `atom`: the input encoder (atom tables for molecules, linear for node features)
+        self.atom: nn.Module = AtomEncoder(d) if f is None else FeatureEncoder(f, d)
+        self.gnns = nn.ModuleList(
+            GINEdgeConv(d, bond_features=f is None) for _ in range(self.config.num_layers)
+        )
         self.batch_norms = nn.ModuleList(nn.BatchNorm1d(d) for _ in range(self.config.num_layers))
 
     # -- protocol --------------------------------------------------------------------
@@ -165,8 +203,17 @@ class GINBackbone(nn.Module):
         return self.gnns
 
     def check(self, data: Any, where: str = "GINBackbone") -> None:
-        """:func:`~polyprompt.graph.data.check_graph` with this backbone's node cap."""
-        check_graph(data, max_nodes=self.config.max_nodes, where=where)
+        """:func:`~polyprompt.graph.data.check_graph` (molecules) or
+        :func:`~polyprompt.graph.node_tasks.check_feature_graph` (node features) with this
+        backbone's node cap."""
+        if self.config.in_features is None:
+            check_graph(data, max_nodes=self.config.max_nodes, where=where)
+        else:
+            from polyprompt.graph.node_tasks import check_feature_graph
+
+            check_feature_graph(
+                data, self.config.in_features, max_nodes=self.config.max_nodes, where=where
+            )
 
     def embed(self, data: Any) -> torch.Tensor:
         """Atom embedding of a PyG ``Data``/``Batch`` -> node tokens ``(N, D)``."""
@@ -247,6 +294,8 @@ class GINBackbone(nn.Module):
 
         ident = module_identity(self)
         ident.update(num_layers=self.config.num_layers, emb_dim=self.config.emb_dim)
+        if self.config.in_features is not None:
+            ident.update(in_features=self.config.in_features)
         return ident
 
 

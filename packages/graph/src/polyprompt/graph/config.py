@@ -53,6 +53,10 @@ class GINConfig(PromptConfig):
         jk: how layer outputs are combined (paper: ``last``).
         drop_ratio: dropout after each layer (only active when the GNN trains).
         max_nodes: node cap; larger graphs raise :class:`~polyprompt.core.errors.InputError`.
+        in_features: ``None`` (default): molecules, the ``from_smiles`` atom / bond embedding
+            tables. An int: real-valued node features of that width (node tasks, e.g.
+            bag-of-words or one-hot), read by a linear input encoder; edges carry no features
+            (RELIEF ``node_level/model.py`` ``GIN``: plain ``GINConv``, 2 layers).
     """
 
     num_layers: int = 5
@@ -60,9 +64,15 @@ class GINConfig(PromptConfig):
     jk: JK = JK.LAST
     drop_ratio: float = 0.0
     max_nodes: int = 200
+    in_features: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.require(
+            self.in_features is None or _int(self.in_features, 1),
+            "in_features",
+            "must be None (molecules) or an int >= 1 (continuous node features)",
+        )
         self.require(_int(self.num_layers, 1), "num_layers", "must be an int >= 1")
         self.require(_int(self.emb_dim, 4), "emb_dim", "must be an int >= 4")
         self.require(

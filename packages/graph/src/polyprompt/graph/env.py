@@ -91,8 +91,15 @@ class GraphPromptEnv(gym.Env):
         if not graphs:
             raise InputError("GraphPromptEnv: no graphs")
         self.max_nodes = int(max_nodes or max(g.num_nodes for g in graphs))
+        feats = getattr(getattr(backbone, "config", None), "in_features", None)
         for i, g in enumerate(graphs):
-            check_graph(g, max_nodes=self.max_nodes, where=f"GraphPromptEnv graph {i}")
+            where = f"GraphPromptEnv graph {i}"
+            if feats is None:
+                check_graph(g, max_nodes=self.max_nodes, where=where)
+            else:  # node-feature GIN (node tasks): real-valued features, featureless edges
+                from polyprompt.graph.node_tasks import check_feature_graph
+
+                check_feature_graph(g, feats, max_nodes=self.max_nodes, where=where)
             if getattr(g, "y", None) is None:
                 raise InputError(f"GraphPromptEnv graph {i}: needs a label `y` for the reward")
         self.graphs = graphs

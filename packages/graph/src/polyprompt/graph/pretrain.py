@@ -47,8 +47,11 @@ _FORMAT = "1"
 
 
 def cache_key(gin: GINConfig, cfg: PretrainGraphConfig, data_fingerprint: str) -> str:
+    gin_dict = gin.to_dict()
+    if gin_dict.get("in_features") is None:  # molecule keys unchanged by the node-task option
+        gin_dict.pop("in_features", None)
     payload = json.dumps(
-        {"format": _FORMAT, "gin": gin.to_dict(), "pre": cfg.to_dict(), "data": data_fingerprint},
+        {"format": _FORMAT, "gin": gin_dict, "pre": cfg.to_dict(), "data": data_fingerprint},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
