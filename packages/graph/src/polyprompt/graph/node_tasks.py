@@ -386,13 +386,11 @@ def pretrain_node_gin(
     Returns ``(backbone in eval mode, info)`` with ``cached``, ``seconds``, ``losses``, ``path``.
     """
     from safetensors.torch import load_file, save_file
-    from torch_geometric.data import Batch
 
     from polyprompt.core.io import atomic_write
-    from polyprompt.core.progress import progress_bar
     from polyprompt.graph.backbone import GINBackbone
     from polyprompt.graph.config import GINConfig, PretrainGraphConfig
-    from polyprompt.graph.pretrain import _drop_nodes, _nt_xent, cache_key, cache_path
+    from polyprompt.graph.pretrain import _train, cache_key, cache_path
 
     gin_cfg = gin_config or GINConfig(num_layers=2, emb_dim=64, in_features=graph.x.shape[1])
     if gin_cfg.in_features != graph.x.shape[1]:
@@ -418,34 +416,16 @@ def pretrain_node_gin(
     ).graphs
     torch.manual_seed(cfg.seed)
     model = GINBackbone(gin_cfg)
-    d = model.embed_dim
-    head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
-    opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    n_batches = (len(graphs) + cfg.batch_size - 1) // cfg.batch_size
-    bar = progress_bar(total=cfg.epochs * n_batches, desc="pre-train node GIN", enabled=progress)
-    losses: list[float] = []
-    model.train()
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(graphs), generator=gen).tolist()
-        total = 0.0
-        for b in range(n_batches):
-            items = [graphs[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-            if len(items) < 2:
-                continue
-            batch = Batch.from_data_list(items)
-            v1 = _drop_nodes(batch, cfg.aug_ratio, gen)
-            v2 = _mask_features(batch, cfg.aug_ratio, gen)
-            z1 = head(model.pool(model(v1, check=False), v1.batch))
-            z2 = head(model.pool(model(v2, check=False), v2.batch))
-            loss = _nt_xent(z1, z2, cfg.temperature)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            bar.update(1)
-        losses.append(total / max(1, n_batches))
-    bar.close()
+    # the molecule GraphCL loop, with feature masking as the second view
+    losses = _train(
+        model,
+        graphs,
+        cfg,
+        "graphcl",
+        progress,
+        second_view=_mask_features,
+        desc="pre-train node GIN",
+    )
     model.eval()
     if cache:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,14 @@ def _train(
     cfg: PretrainGraphConfig,
     strategy: str,
     progress: bool,
+    second_view: Callable[[Any, float, torch.Generator], Any] | None = None,
+    desc: str | None = None,
 ) -> list[float]:
+    """One pre-training strategy over ``graphs``; per-epoch mean losses.
+
+    GraphCL's two views are node dropping and ``second_view(batch, aug_ratio, gen)`` —
+    atom-type masking for molecules (default), feature masking for node-task subgraphs.
+    """
     from torch_geometric.data import Batch
 
     d = model.embed_dim
@@ -111,7 +119,7 @@ def _train(
     losses: list[float] = []
     n_batches = (len(graphs) + cfg.batch_size - 1) // cfg.batch_size
     bar = progress_bar(
-        total=cfg.epochs * n_batches, desc=f"pre-train GIN ({strategy})", enabled=progress
+        total=cfg.epochs * n_batches, desc=desc or f"pre-train GIN ({strategy})", enabled=progress
     )
     for _ in range(cfg.epochs):
         order = torch.randperm(len(graphs), generator=gen).tolist()
@@ -127,7 +135,11 @@ def _train(
                 loss = F.cross_entropy(head(h[idx]), batch.x[idx, 0].long())
             else:
                 v1 = _drop_nodes(batch, cfg.aug_ratio, gen)
-                v2, _ = _mask_atoms(batch, cfg.aug_ratio, gen)
+                v2 = (
+                    _mask_atoms(batch, cfg.aug_ratio, gen)[0]
+                    if second_view is None
+                    else second_view(batch, cfg.aug_ratio, gen)
+                )
                 z1 = head(model.pool(model(v1, check=False), v1.batch))
                 z2 = head(model.pool(model(v2, check=False), v2.batch))
                 loss = _nt_xent(z1, z2, cfg.temperature)
