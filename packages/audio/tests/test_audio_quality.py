@@ -9,25 +9,13 @@ depend on the speaker). The text-only LM can only learn the label prior.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 
-@pytest.fixture()
-def home(tmp_path):
-    old = os.environ.get("POLYPROMPT_HOME")
-    os.environ["POLYPROMPT_HOME"] = str(tmp_path / "home")
-    yield tmp_path / "home"
-    if old is None:
-        os.environ.pop("POLYPROMPT_HOME", None)
-    else:
-        os.environ["POLYPROMPT_HOME"] = old
-
-
 @pytest.mark.slow
-def test_apt_beats_text_only_lm_on_held_out_speakers(home):
+def test_apt_beats_text_only_lm_on_held_out_speakers(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYPROMPT_HOME", str(tmp_path / "home"))
     from polyprompt.audio import baselines
     from polyprompt.audio.data.corpus import CorpusConfig, build_corpus
     from polyprompt.audio.demo import DemoConfig, apt_config, build_backbone
