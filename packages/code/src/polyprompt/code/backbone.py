@@ -57,10 +57,6 @@ __all__ = [
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def mlm_head(model: Any) -> Any:
     """The masked-LM head of a ``transformers`` masked LM, or ``None``.
 
@@ -106,16 +102,14 @@ class CodeMLMConfig(PromptConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in (
+        self.require_ints(
             "vocab_size",
             "hidden_size",
             "num_layers",
             "num_heads",
             "intermediate_size",
             "max_length",
-        ):
-            v = getattr(self, name)
-            self.require(_is_int(v) and v >= 1, name, "must be an int >= 1")
+        )
         self.require(self.hidden_size % self.num_heads == 0, "num_heads", "must divide hidden_size")
         self.require(self.max_length >= 32, "max_length", "must be >= 32")
         self.require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")

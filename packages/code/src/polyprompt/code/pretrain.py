@@ -58,10 +58,6 @@ _FORMAT = "polyprompt-code-mini-codebert/1"
 LABEL_WORDS = ("Yes", "No", "yes", "no", "true", "false")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 @dataclass
 class PretrainConfig(PromptConfig):
     """How the mini-CodeBERT is pre-trained (part of the cache key)."""
@@ -82,12 +78,7 @@ class PretrainConfig(PromptConfig):
         super().__post_init__()
         r = self.require
         r(isinstance(self.languages, tuple) and len(self.languages) >= 1, "languages", "non-empty")
-        for name in ("functions_per_language", "steps", "batch_size"):
-            r(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                name,
-                "must be an int >= 1",
-            )
+        self.require_ints("functions_per_language", "steps", "batch_size")
         r(self.lr > 0, "lr", "must be > 0")
         r(0 <= self.warmup_fraction < 1, "warmup_fraction", "must be in [0, 1)")
         r(0 < self.mlm_probability < 1, "mlm_probability", "must be in (0, 1)")

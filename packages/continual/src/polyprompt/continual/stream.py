@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 from polyprompt.core.errors import InputError, ShapeError
 
 if TYPE_CHECKING:
@@ -77,10 +77,6 @@ class StreamSetting(str, Enum):
     SI_BLURRY = "si_blurry"
     CLASS_INCREMENTAL = "class_incremental"
     BLURRY = "blurry"
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 @dataclass
@@ -109,7 +105,7 @@ class SiBlurryConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        r(_is_int(self.num_tasks) and self.num_tasks >= 1, "num_tasks", "must be an int >= 1")
+        r(is_int(self.num_tasks) and self.num_tasks >= 1, "num_tasks", "must be an int >= 1")
         for name in ("disjoint_percent", "blurry_percent"):
             v = getattr(self, name)
             r(
@@ -117,9 +113,9 @@ class SiBlurryConfig(PromptConfig):
                 name,
                 "must be a number in [0, 100]",
             )
-        r(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
+        r(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
         r(isinstance(self.stochastic, bool), "stochastic", "must be a bool")
-        r(_is_int(self.seed) and self.seed >= 0, "seed", "must be an int >= 0")
+        r(is_int(self.seed) and self.seed >= 0, "seed", "must be an int >= 0")
         r(isinstance(self.drop_last, bool), "drop_last", "must be a bool")
 
     @classmethod

@@ -19,20 +19,15 @@ Example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_number
 
 
 def _int(v: Any, lo: int = 1) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class JK(str, Enum):
@@ -76,7 +71,9 @@ class GINConfig(PromptConfig):
         self.require(_int(self.num_layers, 1), "num_layers", "must be an int >= 1")
         self.require(_int(self.emb_dim, 4), "emb_dim", "must be an int >= 4")
         self.require(
-            _num(self.drop_ratio) and 0 <= self.drop_ratio < 1, "drop_ratio", "must be in [0, 1)"
+            is_number(self.drop_ratio) and 0 <= self.drop_ratio < 1,
+            "drop_ratio",
+            "must be in [0, 1)",
         )
         self.require(_int(self.max_nodes, 1), "max_nodes", "must be an int >= 1")
 
@@ -120,10 +117,12 @@ class PretrainGraphConfig(PromptConfig):
         )
         self.require(_int(self.epochs), "epochs", "must be an int >= 1")
         self.require(_int(self.batch_size, 2), "batch_size", "must be an int >= 2")
-        self.require(_num(self.lr) and self.lr > 0, "lr", "must be > 0")
-        self.require(_num(self.mask_rate) and 0 < self.mask_rate < 1, "mask_rate", "in (0, 1)")
-        self.require(_num(self.aug_ratio) and 0 <= self.aug_ratio < 1, "aug_ratio", "in [0, 1)")
-        self.require(_num(self.temperature) and self.temperature > 0, "temperature", "> 0")
+        self.require(is_number(self.lr) and self.lr > 0, "lr", "must be > 0")
+        self.require(is_number(self.mask_rate) and 0 < self.mask_rate < 1, "mask_rate", "in (0, 1)")
+        self.require(
+            is_number(self.aug_ratio) and 0 <= self.aug_ratio < 1, "aug_ratio", "in [0, 1)"
+        )
+        self.require(is_number(self.temperature) and self.temperature > 0, "temperature", "> 0")
         self.require(
             self.max_molecules is None or _int(self.max_molecules, 2),
             "max_molecules",
@@ -172,7 +171,7 @@ class AllInOneConfig(GraphClassifierConfig):
         self.require(_int(self.token_num), "token_num", "must be an int >= 1")
         for name in ("inner_prune", "cross_prune"):
             v = getattr(self, name)
-            self.require(_num(v) and 0 <= v <= 1, name, "must be in [0, 1]")
+            self.require(is_number(v) and 0 <= v <= 1, name, "must be in [0, 1]")
 
 
 @dataclass
@@ -223,23 +222,27 @@ class HPPOConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        r(_num(self.max_z) and self.max_z > 0, "max_z", "must be > 0")
-        r(_num(self.init_log_std), "init_log_std", "must be a finite number")
-        r(_num(self.final_log_std), "final_log_std", "must be a finite number")
+        r(is_number(self.max_z) and self.max_z > 0, "max_z", "must be > 0")
+        r(is_number(self.init_log_std), "init_log_std", "must be a finite number")
+        r(is_number(self.final_log_std), "final_log_std", "must be a finite number")
         for name in ("clip_d", "clip_c"):
-            r(_num(getattr(self, name)) and 0 < getattr(self, name) < 1, name, "must be in (0, 1)")
+            r(
+                is_number(getattr(self, name)) and 0 < getattr(self, name) < 1,
+                name,
+                "must be in (0, 1)",
+            )
         for name in ("value_coef", "entropy_coef", "penalty_d", "penalty_c"):
-            r(_num(getattr(self, name)) and getattr(self, name) >= 0, name, "must be >= 0")
-        r(_num(self.lr) and self.lr > 0, "lr", "must be > 0")
+            r(is_number(getattr(self, name)) and getattr(self, name) >= 0, name, "must be >= 0")
+        r(is_number(self.lr) and self.lr > 0, "lr", "must be > 0")
         r(self.lr_decay in ("static", "down"), "lr_decay", "must be 'static' or 'down'")
-        r(_num(self.max_grad_norm) and self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
-        r(_num(self.gamma) and 0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
-        r(_num(self.gae_lambda) and 0 <= self.gae_lambda <= 1, "gae_lambda", "in [0, 1]")
+        r(is_number(self.max_grad_norm) and self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
+        r(is_number(self.gamma) and 0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
+        r(is_number(self.gae_lambda) and 0 <= self.gae_lambda <= 1, "gae_lambda", "in [0, 1]")
         r(_int(self.update_epochs), "update_epochs", "must be an int >= 1")
         r(_int(self.minibatch_size, 2), "minibatch_size", "must be an int >= 2")
         for name in ("target_kl_d", "target_kl_c"):
             v = getattr(self, name)
-            r(v is None or (_num(v) and v > 0), name, "must be None or > 0")
+            r(v is None or (is_number(v) and v > 0), name, "must be None or > 0")
         r(_int(self.ensemble_num), "ensemble_num", "must be an int >= 1")
         r(_int(self.rollout_graphs), "rollout_graphs", "must be an int >= 1")
         r(_int(self.critic_hidden), "critic_hidden", "must be an int >= 1")
@@ -279,7 +282,7 @@ class RELIEFConfig(GraphClassifierConfig):
         r(isinstance(self.agent, HPPOConfig), "agent", "must be an HPPOConfig")
         r(_int(self.epochs), "epochs", "must be an int >= 1")
         r(_int(self.head_epochs, 0), "head_epochs", "must be an int >= 0")
-        r(_num(self.head_lr) and self.head_lr > 0, "head_lr", "must be > 0")
+        r(is_number(self.head_lr) and self.head_lr > 0, "head_lr", "must be > 0")
         r(_int(self.batch_size), "batch_size", "must be an int >= 1")
         r(_int(self.eval_batch_size), "eval_batch_size", "must be an int >= 1")
         r(_int(self.eval_every), "eval_every", "must be an int >= 1")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 
 __all__ = ["METHODS", "DemoConfig", "MethodSpec", "main", "run_demo"]
 
@@ -59,10 +59,6 @@ METHODS: dict[str, MethodSpec] = {
         ),
     )
 }
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -97,14 +93,14 @@ class DemoConfig(PromptConfig):
             "methods",
             f"unknown {unknown}; choose from {list(METHODS)}",
         )
-        r(self.seeds and all(_is_int(s) and s >= 0 for s in self.seeds), "seeds", "ints >= 0")
+        r(self.seeds and all(is_int(s) and s >= 0 for s in self.seeds), "seeds", "ints >= 0")
         r(
             self.label_fractions and all(0 < f <= 1 for f in self.label_fractions),
             "label_fractions",
             "values in (0, 1]",
         )
         for n in ("epochs", "batch_size", "img_size", "pretrain_epochs"):
-            r(_is_int(getattr(self, n)) and getattr(self, n) >= 1, n, "must be an int >= 1")
+            r(is_int(getattr(self, n)) and getattr(self, n) >= 1, n, "must be an int >= 1")
         r(self.lr > 0, "lr", "must be > 0")
         r(self.max_train is None or self.max_train >= 10, "max_train", "None or >= 10")
         r(self.max_eval is None or self.max_eval >= 10, "max_eval", "None or >= 10")

@@ -65,6 +65,7 @@ from enum import Enum
 import torch
 from torch import nn
 
+from polyprompt.core.config import is_int
 from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.core.methods.classify import (
     ClassifierConfig,
@@ -87,10 +88,6 @@ class DVPTVariant(str, Enum):
 
     PAPER = "paper"
     OFFICIAL = "official"
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def default_hidden(dim: int) -> int:
@@ -133,14 +130,14 @@ class DVPTConfig(ClassifierConfig):
         r = self.require
         if self.num_prompts is None:
             self.num_prompts = 50 if self.variant == DVPTVariant.OFFICIAL else 10
-        r(_is_int(self.num_prompts) and self.num_prompts >= 1, "num_prompts", "must be an int >= 1")
+        r(is_int(self.num_prompts) and self.num_prompts >= 1, "num_prompts", "must be an int >= 1")
         r(
-            self.hidden is None or (_is_int(self.hidden) and self.hidden >= 1),
+            self.hidden is None or (is_int(self.hidden) and self.hidden >= 1),
             "hidden",
             "must be None or an int >= 1",
         )
-        r(_is_int(self.share_every) and self.share_every >= 1, "share_every", "must be an int >= 1")
-        r(_is_int(self.first_block) and self.first_block >= 0, "first_block", "must be an int >= 0")
+        r(is_int(self.share_every) and self.share_every >= 1, "share_every", "must be an int >= 1")
+        r(is_int(self.first_block) and self.first_block >= 0, "first_block", "must be an int >= 0")
         r(
             isinstance(self.gate_init, (int, float))
             and not isinstance(self.gate_init, bool)

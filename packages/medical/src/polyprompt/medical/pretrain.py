@@ -37,22 +37,17 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 from polyprompt.core.errors import CheckpointError, InputError
 from polyprompt.core.io import atomic_write, polyprompt_home
 
 __all__ = ["BackboneConfig", "PretrainConfig", "PretrainedBackbone", "pretrain_backbone"]
 
 _FORMAT = "polyprompt-medical-backbone/1"
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -82,7 +77,7 @@ class BackboneConfig(PromptConfig):
         r(self.spatial_dims in (2, 3), "spatial_dims", "must be 2 or 3")
         r(self.kind == "monai" or self.spatial_dims == 2, "spatial_dims", "timm ViTs are 2-D")
         for n in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
-            r(_is_int(getattr(self, n)) and getattr(self, n) >= 1, n, "must be an int >= 1")
+            r(is_int(getattr(self, n)) and getattr(self, n) >= 1, n, "must be an int >= 1")
         r(self.img_size % self.patch_size == 0, "patch_size", "must divide img_size")
         r(self.embed_dim % self.num_heads == 0, "num_heads", "must divide embed_dim")
         r(self.pool in ("token", "avg"), "pool", "must be 'token' (CLS) or 'avg' (mean of patches)")
@@ -143,11 +138,11 @@ class PretrainConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        r(_is_int(self.epochs) and self.epochs >= 1, "epochs", "must be an int >= 1")
-        r(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
+        r(is_int(self.epochs) and self.epochs >= 1, "epochs", "must be an int >= 1")
+        r(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
         r(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "must be > 0")
         r(
-            _is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
+            is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
             "warmup_epochs",
             "must be in [0, epochs]",
         )

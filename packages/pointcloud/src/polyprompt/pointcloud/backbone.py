@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 from polyprompt.core.errors import ConfigError, InputError, ShapeError
 from polyprompt.core.validation import check_tensor
 from polyprompt.pointcloud.ops import group_points
@@ -65,10 +65,6 @@ class PoolMode(str, Enum):
     MAX = "max"
     TOKEN = "token"
     AVG = "avg"
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -104,16 +100,13 @@ class PointMAEConfig(PromptConfig):
         super().__post_init__()
         self.encoder_channels = tuple(self.encoder_channels)  # type: ignore[assignment]
         r = self.require
-        for name in ("embed_dim", "depth", "num_heads", "num_group", "group_size", "pos_hidden"):
-            r(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                name,
-                "must be an int >= 1",
-            )
+        self.require_ints(
+            "embed_dim", "depth", "num_heads", "num_group", "group_size", "pos_hidden"
+        )
         r(self.embed_dim % self.num_heads == 0, "num_heads", "must divide embed_dim")
         r(
             len(self.encoder_channels) == 3
-            and all(_is_int(c) and c >= 1 for c in self.encoder_channels),
+            and all(is_int(c) and c >= 1 for c in self.encoder_channels),
             "encoder_channels",
             "must be three ints >= 1",
         )
@@ -312,7 +305,7 @@ class PointMAEBackbone(nn.Module):
         """
         where = "PointMAEBackbone.forward_blocks"
         end = self.num_blocks if end is None else end
-        if not (_is_int(start) and _is_int(end)) or not 0 <= start <= end <= self.num_blocks:
+        if not (is_int(start) and is_int(end)) or not 0 <= start <= end <= self.num_blocks:
             raise ConfigError(
                 f"{where}: need 0 <= start <= end <= num_blocks={self.num_blocks}, "
                 f"got start={start!r}, end={end!r}"

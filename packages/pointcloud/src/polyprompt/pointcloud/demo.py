@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from polyprompt.core.cache import FromCachedTokens
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 
 # the results table is the core demo's own (same columns)
 from polyprompt.core.demo.digits import table_columns
@@ -75,10 +75,6 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("idpt", "idpt", "IDPT (dynamic)", "lr_idpt"),
     )
 }
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -121,17 +117,12 @@ class DemoConfig(PromptConfig):
         self.methods = tuple(self.methods)
         r = self.require
         r(self.task in ("furniture", "digits"), "task", "must be 'furniture' or 'digits'")
-        r(bool(self.seeds) and all(_is_int(s) and s >= 0 for s in self.seeds), "seeds", "ints >= 0")
+        r(bool(self.seeds) and all(is_int(s) and s >= 0 for s in self.seeds), "seeds", "ints >= 0")
         r(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat")
-        for name in ("epochs", "batch_size", "num_points", "num_tokens", "pretrain_epochs"):
-            r(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                name,
-                "must be an int >= 1",
-            )
+        self.require_ints("epochs", "batch_size", "num_points", "num_tokens", "pretrain_epochs")
         r(self.batch_size >= 2, "batch_size", "must be >= 2 (batch norm in the heads)")
         r(
-            _is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
+            is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
             "warmup_epochs",
             "must be an int in [0, epochs]",
         )
@@ -148,14 +139,14 @@ class DemoConfig(PromptConfig):
         )
         r(
             self.pretrain_max_meshes is None
-            or (_is_int(self.pretrain_max_meshes) and self.pretrain_max_meshes >= 1),
+            or (is_int(self.pretrain_max_meshes) and self.pretrain_max_meshes >= 1),
             "pretrain_max_meshes",
             "None or an int >= 1",
         )
         unknown = [m for m in self.methods if m not in METHODS]
         r(bool(self.methods) and not unknown, "methods", f"names of {sorted(METHODS)}")
         r(
-            self.max_train is None or (_is_int(self.max_train) and self.max_train >= 10),
+            self.max_train is None or (is_int(self.max_train) and self.max_train >= 10),
             "max_train",
             "None or an int >= 10",
         )

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.core.freezing import freeze_backbone
 from polyprompt.core.methods.base import PromptMethod
@@ -76,10 +76,6 @@ _HEAD_WIDTH = {
     HeadFeatures.PROMPT_CLS: 2,
     HeadFeatures.POINT_CLS: 2,
 }
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -116,14 +112,14 @@ class IDPTConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        r(_is_int(self.num_classes) and self.num_classes >= 2, "num_classes", "must be an int >= 2")
+        r(is_int(self.num_classes) and self.num_classes >= 2, "num_classes", "must be an int >= 2")
         r(
-            self.prompt_layer is None or (_is_int(self.prompt_layer) and self.prompt_layer >= 0),
+            self.prompt_layer is None or (is_int(self.prompt_layer) and self.prompt_layer >= 0),
             "prompt_layer",
             "must be None or an int >= 0",
         )
-        r(_is_int(self.k) and self.k >= 1, "k", "must be an int >= 1")
-        r(_is_int(self.head_hidden) and self.head_hidden >= 1, "head_hidden", "must be an int >= 1")
+        r(is_int(self.k) and self.k >= 1, "k", "must be an int >= 1")
+        r(is_int(self.head_hidden) and self.head_hidden >= 1, "head_hidden", "must be an int >= 1")
         r(
             isinstance(self.head_dropout, (int, float)) and 0 <= self.head_dropout < 1,
             "head_dropout",

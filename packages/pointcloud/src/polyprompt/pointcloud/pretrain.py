@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 from polyprompt.core.errors import CheckpointError, InputError
 from polyprompt.core.io import polyprompt_home
 from polyprompt.pointcloud.backbone import PointMAEBackbone, PointMAEConfig
@@ -59,10 +59,6 @@ __all__ = [
 ]
 
 _FORMAT = "polyprompt-point-mae/1"
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -94,20 +90,17 @@ class PointMAEPretrainConfig(PromptConfig):
             "mask_ratio",
             "must be in (0, 1)",
         )
-        for name in ("decoder_depth", "decoder_num_heads", "epochs", "batch_size", "num_points"):
-            r(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                name,
-                "must be an int >= 1",
-            )
+        self.require_ints(
+            "decoder_depth", "decoder_num_heads", "epochs", "batch_size", "num_points"
+        )
         r(
-            _is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
+            is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
             "warmup_epochs",
             "must be an int in [0, epochs]",
         )
         r(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "must be > 0")
         r(
-            self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 1),
+            self.max_steps is None or (is_int(self.max_steps) and self.max_steps >= 1),
             "max_steps",
             "None or an int >= 1 (caps the optimisation steps; the schedule spans them)",
         )

@@ -48,10 +48,6 @@ from polyprompt.core.validation import check_tensor
 __all__ = ["TSTAdapter", "TSTConfig", "load_tsai_state_dict"]
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _import_tstplus() -> type:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tsai/fastai import-time deprecation noise
@@ -91,12 +87,7 @@ class TSTConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        for name in ("c_in", "seq_len", "patch_len", "d_model", "n_layers", "n_heads", "d_ff"):
-            r(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                name,
-                "must be an int >= 1",
-            )
+        self.require_ints("c_in", "seq_len", "patch_len", "d_model", "n_layers", "n_heads", "d_ff")
         r(self.patch_len <= self.seq_len, "patch_len", f"must be <= seq_len={self.seq_len}")
         r(self.d_model % self.n_heads == 0, "n_heads", "must divide d_model")
         r(self.norm in ("LayerNorm", "BatchNorm"), "norm", "must be 'LayerNorm' or 'BatchNorm'")

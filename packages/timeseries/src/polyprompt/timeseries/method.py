@@ -43,7 +43,6 @@ Example (shapes: series ``(B, C, T)`` -> logits ``(B, K)``)::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -52,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int, is_number
 from polyprompt.core.errors import ConfigError, InputError
 from polyprompt.core.freezing import freeze_backbone
 from polyprompt.core.methods.base import PromptMethod
@@ -105,14 +104,6 @@ class Phase(str, Enum):
     ALL = "all"  # every POND parameter (not the backbone): what a full prompt checkpoint holds
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 @dataclass
 class PONDConfig(PromptConfig):
     """Config of :class:`POND` ([I] = inferred default, see ``shared/POND.md``).
@@ -148,19 +139,19 @@ class PONDConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        r(_is_int(self.num_classes) and self.num_classes >= 2, "num_classes", "must be an int >= 2")
-        r(_is_int(self.num_sources) and self.num_sources >= 1, "num_sources", "must be an int >= 1")
-        r(_is_int(self.num_tokens) and self.num_tokens >= 1, "num_tokens", "must be an int >= 1")
+        r(is_int(self.num_classes) and self.num_classes >= 2, "num_classes", "must be an int >= 2")
+        r(is_int(self.num_sources) and self.num_sources >= 1, "num_sources", "must be an int >= 1")
+        r(is_int(self.num_tokens) and self.num_tokens >= 1, "num_tokens", "must be an int >= 1")
         r(
-            _is_int(self.generator_hidden) and self.generator_hidden >= 1,
+            is_int(self.generator_hidden) and self.generator_hidden >= 1,
             "generator_hidden",
             "must be an int >= 1",
         )
         for name in ("fidelity_margin", "lambda_fid", "lambda_dd", "lambda_orth"):
-            r(_is_real(getattr(self, name)) and getattr(self, name) >= 0, name, "must be >= 0")
-        r(_is_real(self.init_std) and self.init_std > 0, "init_std", "must be > 0")
+            r(is_number(getattr(self, name)) and getattr(self, name) >= 0, name, "must be >= 0")
+        r(is_number(self.init_std) and self.init_std > 0, "init_std", "must be > 0")
         r(
-            _is_real(self.head_dropout) and 0 <= self.head_dropout < 1,
+            is_number(self.head_dropout) and 0 <= self.head_dropout < 1,
             "head_dropout",
             "must be in [0, 1)",
         )

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 from polyprompt.core.errors import CheckpointError, InputError
 from polyprompt.timeseries.backbone import TSTAdapter, TSTConfig
 from polyprompt.timeseries.data import ChannelNormalizer, DomainData, check_domains, few_shot_split
@@ -107,10 +107,6 @@ _NEEDS_LABELS = (
     "inceptiontime_finetune",
 )
 _CACHE_FORMAT = "polyprompt-timeseries-tst/1"
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _pos(v: Any) -> bool:
@@ -194,24 +190,30 @@ class PipelineConfig(PromptConfig):
         super().__post_init__()
         self.methods = tuple(self.methods)
         r = self.require
-        r(_is_int(self.shots) and self.shots >= 0, "shots", "must be an int >= 0")
+        r(is_int(self.shots) and self.shots >= 0, "shots", "must be an int >= 0")
         r(
             self.split_by in ("recording", "window", "split"),
             "split_by",
             "must be 'recording', 'window' or 'split' (AdaTime train/test files)",
         )
-        for name in (
-            "patch_len", "d_model", "n_layers", "n_heads", "d_ff", "pretrain_epochs",
-            "batch_size", "num_tokens", "generator_hidden", "prompt_epochs", "target_epochs",
-            "adapt_epochs", "target_only_epochs", "dann_epochs",
-        ):  # fmt: skip
-            r(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                name,
-                "must be an int >= 1",
-            )
+        self.require_ints(
+            "patch_len",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "d_ff",
+            "pretrain_epochs",
+            "batch_size",
+            "num_tokens",
+            "generator_hidden",
+            "prompt_epochs",
+            "target_epochs",
+            "adapt_epochs",
+            "target_only_epochs",
+            "dann_epochs",
+        )
         r(
-            _is_int(self.replay_per_source) and self.replay_per_source >= 0,
+            is_int(self.replay_per_source) and self.replay_per_source >= 0,
             "replay_per_source",
             "must be >= 0",
         )
@@ -486,7 +488,7 @@ class _Split:
 def prepare_split(data: DomainData, target: int, cfg: PipelineConfig, seed: int) -> _Split:
     """Sources / target shots / target test for ``target`` (a domain index), normalised with
     statistics of the source windows only."""
-    if not _is_int(target) or not 0 <= target < data.num_domains:
+    if not is_int(target) or not 0 <= target < data.num_domains:
         raise InputError(f"run_scenario: target domain {target!r} not in 0..{data.num_domains - 1}")
     source_ids = [d for d in range(data.num_domains) if d != target and (data.domain == d).any()]
     if not source_ids:

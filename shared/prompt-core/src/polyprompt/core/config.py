@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass
@@ -31,6 +33,18 @@ from typing import Any, ClassVar, TypeVar
 from polyprompt.core.errors import ConfigError
 
 C = TypeVar("C", bound="PromptConfig")
+
+__all__ = ["PromptConfig", "is_int", "is_number"]
+
+
+def is_int(value: Any) -> bool:
+    """``value`` is an integer (Python or NumPy), and not a ``bool``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """``value`` is a finite real number (int or float, Python or NumPy), and not a ``bool``."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -62,6 +76,12 @@ class PromptConfig:
         if not condition:
             value = getattr(self, field, "?")
             raise ConfigError(f"{type(self).__name__}.{field}: {message} (got {value!r})")
+
+    def require_ints(self, *fields: str, minimum: int = 1) -> None:
+        """Each of ``fields`` must be an int (not a bool) ``>= minimum``."""
+        for name in fields:
+            value = getattr(self, name)
+            self.require(is_int(value) and value >= minimum, name, f"must be an int >= {minimum}")
 
     # -- serialisation ------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

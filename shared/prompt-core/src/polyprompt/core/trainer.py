@@ -71,7 +71,7 @@ from polyprompt.core.checkpoint import (
     save_torch_state,
     sha256_file,
 )
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int, is_number
 from polyprompt.core.errors import CheckpointError, ConfigError, InputError, NonFiniteError
 from polyprompt.core.io import atomic_write_text
 from polyprompt.core.metrics import build_metric, prepare_preds
@@ -131,14 +131,6 @@ class AmpDtype(str, Enum):
     BFLOAT16 = "bfloat16"  # no scaler needed
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 @dataclass
 class TrainerConfig(PromptConfig):
     """Settings of :class:`Trainer` (validated; JSON round trip via ``to_json``/``from_json``).
@@ -187,33 +179,33 @@ class TrainerConfig(PromptConfig):
             self.checkpoint_dir = str(self.checkpoint_dir)
         super().__post_init__()
         r = self.require
-        r(_is_int(self.epochs) and self.epochs >= 1, "epochs", "must be an int >= 1")
-        r(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
-        r(_is_number(self.lr) and self.lr > 0, "lr", "must be a finite number > 0")
+        r(is_int(self.epochs) and self.epochs >= 1, "epochs", "must be an int >= 1")
+        r(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
+        r(is_number(self.lr) and self.lr > 0, "lr", "must be a finite number > 0")
         r(
-            _is_number(self.weight_decay) and self.weight_decay >= 0,
+            is_number(self.weight_decay) and self.weight_decay >= 0,
             "weight_decay",
             "must be a finite number >= 0",
         )
-        r(_is_number(self.momentum) and 0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        r(is_number(self.momentum) and 0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
         r(
-            _is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
+            is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
             "warmup_epochs",
             f"must be an int in [0, epochs={self.epochs}]",
         )
         r(
-            self.grad_clip is None or (_is_number(self.grad_clip) and self.grad_clip > 0),
+            self.grad_clip is None or (is_number(self.grad_clip) and self.grad_clip > 0),
             "grad_clip",
             "must be None or a finite number > 0",
         )
-        r(_is_int(self.seed) and 0 <= self.seed < 2**32, "seed", "must be an int in [0, 2**32)")
+        r(is_int(self.seed) and 0 <= self.seed < 2**32, "seed", "must be an int in [0, 2**32)")
         r(
             self.early_stopping_patience is None
-            or (_is_int(self.early_stopping_patience) and self.early_stopping_patience >= 1),
+            or (is_int(self.early_stopping_patience) and self.early_stopping_patience >= 1),
             "early_stopping_patience",
             "must be None or an int >= 1",
         )
-        r(_is_number(self.min_delta) and self.min_delta >= 0, "min_delta", "must be >= 0")
+        r(is_number(self.min_delta) and self.min_delta >= 0, "min_delta", "must be >= 0")
         r(self.amp is None or isinstance(self.amp, bool), "amp", "must be None, True or False")
         r(
             self.checkpoint_dir is None
@@ -221,7 +213,7 @@ class TrainerConfig(PromptConfig):
             "checkpoint_dir",
             "must be None or a non-empty path",
         )
-        r(_is_int(self.num_workers) and self.num_workers >= 0, "num_workers", "must be an int >= 0")
+        r(is_int(self.num_workers) and self.num_workers >= 0, "num_workers", "must be an int >= 0")
         for name in (
             "resume",
             "progress",
@@ -238,7 +230,7 @@ class TrainerConfig(PromptConfig):
             or (
                 isinstance(mults, dict)
                 and all(isinstance(k, str) and k for k in mults)
-                and all(_is_number(v) and v > 0 for v in mults.values())
+                and all(is_number(v) and v > 0 for v in mults.values())
             ),
             "lr_multipliers",
             "must be None or a dict of non-empty parameter-name prefixes -> numbers > 0",
@@ -659,7 +651,7 @@ class Trainer:
             raise ConfigError(f"Trainer: metric must be a name, a callable or None, got {metric!r}")
         if metric is None and config.monitor is Monitor.VAL_METRIC:
             raise ConfigError("Trainer: metric=None needs TrainerConfig(monitor='val_loss')")
-        if num_classes is not None and (not _is_int(num_classes) or num_classes < 2):
+        if num_classes is not None and (not is_int(num_classes) or num_classes < 2):
             raise ConfigError(f"Trainer: num_classes must be an int >= 2, got {num_classes!r}")
         for cb in callbacks:
             if not hasattr(cb, "on_epoch_end"):

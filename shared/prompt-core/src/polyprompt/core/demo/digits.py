@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 
 if TYPE_CHECKING:
     from polyprompt.core.demo.data import DigitData, DigitSplits
@@ -73,10 +73,6 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("vpt_deep", "vpt", "VPT-deep", "lr_prompt", {"deep": True}),
     )
 }
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -121,19 +117,19 @@ class DemoConfig(PromptConfig):
         self.methods = tuple(self.methods)
         r = self.require
         r(
-            len(self.seeds) >= 1 and all(_is_int(s) and s >= 0 for s in self.seeds),
+            len(self.seeds) >= 1 and all(is_int(s) and s >= 0 for s in self.seeds),
             "seeds",
             "must be one or more ints >= 0",
         )
         r(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat")
         r(
             self.labels_per_class is None
-            or (_is_int(self.labels_per_class) and self.labels_per_class >= 1),
+            or (is_int(self.labels_per_class) and self.labels_per_class >= 1),
             "labels_per_class",
             "must be None or an int >= 1",
         )
-        r(_is_int(self.epochs) and self.epochs >= 1, "epochs", "must be an int >= 1")
-        r(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
+        r(is_int(self.epochs) and self.epochs >= 1, "epochs", "must be an int >= 1")
+        r(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
         for name in ("lr_head", "lr_prompt", "lr_full"):
             v = getattr(self, name)
             r(isinstance(v, (int, float)) and v > 0, name, "must be > 0")
@@ -142,7 +138,7 @@ class DemoConfig(PromptConfig):
             "weight_decay",
             "must be >= 0",
         )
-        r(_is_int(self.num_tokens) and self.num_tokens >= 1, "num_tokens", "must be an int >= 1")
+        r(is_int(self.num_tokens) and self.num_tokens >= 1, "num_tokens", "must be an int >= 1")
         unknown = [m for m in self.methods if m not in METHODS]
         r(
             bool(self.methods) and not unknown,
@@ -157,7 +153,7 @@ class DemoConfig(PromptConfig):
             "test_fraction",
             "val_fraction + test_fraction must be < 1",
         )
-        r(_is_int(self.split_seed) and self.split_seed >= 0, "split_seed", "must be an int >= 0")
+        r(is_int(self.split_seed) and self.split_seed >= 0, "split_seed", "must be an int >= 0")
 
     @classmethod
     def quick(cls) -> DemoConfig:

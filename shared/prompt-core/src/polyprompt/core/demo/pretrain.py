@@ -32,9 +32,9 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 from polyprompt.core.errors import CheckpointError
 from polyprompt.core.io import atomic_write, polyprompt_home
 
@@ -46,10 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["DemoViTConfig", "PretrainConfig", "PretrainedDigitViT", "pretrain_digit_vit"]
 
 _CACHE_FORMAT = "polyprompt-demo-vit/1"
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -75,12 +71,7 @@ class DemoViTConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
-            r(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                name,
-                "must be an int >= 1",
-            )
+        self.require_ints("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads")
         r(self.img_size % self.patch_size == 0, "patch_size", "must divide img_size")
         r(self.embed_dim % self.num_heads == 0, "num_heads", "must divide embed_dim")
         r(
@@ -132,8 +123,8 @@ class PretrainConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        r(_is_int(self.epochs) and self.epochs >= 1, "epochs", "must be an int >= 1")
-        r(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
+        r(is_int(self.epochs) and self.epochs >= 1, "epochs", "must be an int >= 1")
+        r(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an int >= 1")
         r(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "must be > 0")
         r(
             isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
@@ -141,17 +132,17 @@ class PretrainConfig(PromptConfig):
             "must be >= 0",
         )
         r(
-            _is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
+            is_int(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
             "warmup_epochs",
             "must be an int in [0, epochs]",
         )
         r(
             self.max_train_samples is None
-            or (_is_int(self.max_train_samples) and self.max_train_samples >= 10),
+            or (is_int(self.max_train_samples) and self.max_train_samples >= 10),
             "max_train_samples",
             "must be None or an int >= 10",
         )
-        r(_is_int(self.seed) and self.seed >= 0, "seed", "must be an int >= 0")
+        r(is_int(self.seed) and self.seed >= 0, "seed", "must be an int >= 0")
 
     @classmethod
     def quick(cls) -> PretrainConfig:

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_number
 from polyprompt.core.errors import InputError
 from polyprompt.core.methods.base import PromptMethod
 from polyprompt.core.registry import register_method
@@ -92,7 +92,7 @@ class ClassifierConfig(PromptConfig):
             "must be an integer >= 2",
         )
         self.require(
-            _is_real(self.head_dropout) and 0.0 <= self.head_dropout < 1.0,
+            is_number(self.head_dropout) and 0.0 <= self.head_dropout < 1.0,
             "head_dropout",
             "must be a float in [0, 1)",
         )
@@ -150,17 +150,13 @@ class VPTConfig(ClassifierConfig):
             )
             self.require(self.deep, "deep_layers", "only applies to VPT-deep (set deep=True)")
         self.require(
-            _is_real(self.dropout) and 0.0 <= self.dropout < 1.0,
+            is_number(self.dropout) and 0.0 <= self.dropout < 1.0,
             "dropout",
             "must be a float in [0, 1)",
         )
         self.require(
-            _is_real(self.init_std) and self.init_std > 0, "init_std", "must be a float > 0"
+            is_number(self.init_std) and self.init_std > 0, "init_std", "must be a float > 0"
         )
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------- helpers

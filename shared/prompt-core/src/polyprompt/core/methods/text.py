@@ -40,26 +40,13 @@ from typing import Any
 import torch
 
 from polyprompt.core.backbones.hf import HFTextAdapter
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int, is_number
 from polyprompt.core.errors import ConfigError
 from polyprompt.core.methods.base import PromptMethod
 from polyprompt.core.prompts.soft import PromptInit, SoftPrompt
 from polyprompt.core.registry import register_method
 
 __all__ = ["PromptInit", "SoftPromptLM", "SoftPromptLMConfig"]
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_real(x: object) -> bool:
-    return (
-        isinstance(x, (int, float))
-        and not isinstance(x, bool)
-        and x == x
-        and abs(x) != float("inf")
-    )
 
 
 @dataclass
@@ -89,12 +76,14 @@ class SoftPromptLMConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.require(
-            _is_int(self.num_tokens) and self.num_tokens >= 1, "num_tokens", "must be an int >= 1"
+            is_int(self.num_tokens) and self.num_tokens >= 1, "num_tokens", "must be an int >= 1"
         )
-        self.require(_is_real(self.init_std) and self.init_std > 0, "init_std", "must be > 0")
-        self.require(_is_real(self.init_range) and self.init_range > 0, "init_range", "must be > 0")
+        self.require(is_number(self.init_std) and self.init_std > 0, "init_std", "must be > 0")
         self.require(
-            _is_real(self.dropout) and 0 <= self.dropout < 1, "dropout", "must be in [0, 1)"
+            is_number(self.init_range) and self.init_range > 0, "init_range", "must be > 0"
+        )
+        self.require(
+            is_number(self.dropout) and 0 <= self.dropout < 1, "dropout", "must be in [0, 1)"
         )
         if isinstance(self.token_ids, list):
             self.token_ids = tuple(self.token_ids)
@@ -110,7 +99,7 @@ class SoftPromptLMConfig(PromptConfig):
             self.require(
                 isinstance(self.token_ids, tuple)
                 and len(self.token_ids) == self.num_tokens
-                and all(_is_int(i) and i >= 0 for i in self.token_ids),
+                and all(is_int(i) and i >= 0 for i in self.token_ids),
                 "token_ids",
                 f"init='token_ids' needs exactly num_tokens={self.num_tokens} ids >= 0",
             )
