@@ -36,7 +36,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +46,15 @@ from torch import nn
 from polyprompt.core.cache import FromCachedTokens
 from polyprompt.core.config import PromptConfig, is_int
 
-# the results table is the core demo's own (same columns)
-from polyprompt.core.demo.digits import table_columns
+# the method rows, result and table are the core digits demo's own (same columns)
+from polyprompt.core.demo.digits import DemoResult as CoreDemoResult
+from polyprompt.core.demo.digits import MethodSpec
 
 __all__ = ["METHODS", "DemoConfig", "DemoResult", "main", "run_demo"]
 
 DEFAULT_OUT = Path("out") / "pointcloud"
 #: unlabelled mesh sets for pre-training ("auto": pybullet_data when installed, else none)
 PRETRAIN_MESHES = ("auto", "pybullet", "none")
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    method: str
-    title: str
-    lr: str
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -167,30 +159,10 @@ class DemoConfig(PromptConfig):
 
 
 @dataclass
-class DemoResult:
-    rows: list[dict[str, Any]]
+class DemoResult(CoreDemoResult):
+    """What :func:`run_demo` returns (the core digits demo's result, with this demo's config)."""
+
     config: DemoConfig
-    info: dict[str, Any]
-    files: dict[str, Path] = field(default_factory=dict)
-
-    def row(self, name: str) -> dict[str, Any]:
-        for r in self.rows:
-            if r["method"] == name:
-                return r
-        raise KeyError(name)
-
-    def table(self, style: str = "markdown") -> str:
-        from polyprompt.core.demo.report import format_table
-
-        return format_table(self.rows, table_columns(), style=style)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "info": self.info,
-            "rows": self.rows,
-            "files": {k: str(v) for k, v in self.files.items()},
-        }
 
 
 def _load_task(cfg: DemoConfig, data_path: str | Path | None, progress: bool):
