@@ -59,3 +59,17 @@ def test_require_ints_passes_valid_values():
 def test_require_ints_names_the_field_and_the_bound(changes, field, minimum):
     with pytest.raises(ConfigError, match=rf"_Sizes\.{field}: must be an int >= {minimum}"):
         _Sizes(**changes)
+
+
+@dataclass
+class _Lists(PromptConfig):
+    names: tuple[str, ...] = ("a",)
+    maybe: tuple[int, ...] | None = None
+    plain: list[int] | None = None
+
+
+def test_lists_become_the_declared_tuples():
+    cfg = _Lists(names=["x", "y"], maybe=[1, 2], plain=[3])
+    assert cfg.names == ("x", "y") and cfg.maybe == (1, 2)
+    assert cfg.plain == [3]  # a list-typed field stays a list
+    assert _Lists.from_json(cfg.to_json()) == cfg

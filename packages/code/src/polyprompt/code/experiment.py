@@ -53,17 +53,6 @@ class ExperimentConfig(PromptConfig):
     data_seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in (
-            "targets",
-            "tasks",
-            "methods",
-            "seeds",
-            "few_shot",
-            "few_shot_methods",
-            "few_shot_targets",
-        ):
-            if isinstance(getattr(self, name), list):
-                setattr(self, name, tuple(getattr(self, name)))
         super().__post_init__()
         from polyprompt.code.train import METHODS
 

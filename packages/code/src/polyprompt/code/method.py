@@ -112,8 +112,6 @@ class _PairConfig(PromptConfig):
     max_length: int | None = None  # None: the backbone's context
 
     def __post_init__(self) -> None:
-        if isinstance(self.label_words, list):
-            self.label_words = tuple(self.label_words)
         super().__post_init__()
         self.require(
             isinstance(self.label_words, tuple) and len(self.label_words) == 2,
@@ -149,8 +147,6 @@ class ZecolerConfig(_PairConfig):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.prompt_split, list):
-            self.prompt_split = tuple(self.prompt_split)
         super().__post_init__()
         r = self.require
         r(
@@ -347,8 +343,6 @@ class ManualTemplateConfig(_PairConfig):
     template: tuple[str, str, str] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.template, list):
-            self.template = tuple(self.template)
         super().__post_init__()
         self.require(
             self.template is None

@@ -182,8 +182,6 @@ class MLMHeadConfig(PromptConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.languages, list):
-            self.languages = tuple(self.languages)
         super().__post_init__()
         r = self.require
         r(isinstance(self.languages, tuple) and len(self.languages) >= 1, "languages", "non-empty")

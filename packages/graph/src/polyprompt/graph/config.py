@@ -104,8 +104,6 @@ class PretrainGraphConfig(PromptConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.strategies, list):
-            self.strategies = tuple(self.strategies)
         super().__post_init__()
         ok = {"attr_masking", "graphcl"}
         self.require(

@@ -52,6 +52,8 @@ class PromptConfig:
     """Base class of all method configs.
 
     Subclasses add fields and extend ``__post_init__`` (call ``super().__post_init__()``).
+    ``__post_init__`` turns a list given for a ``tuple``-typed field into a tuple and a
+    value given for an ``Enum``-typed field into the enum member.
     ``method`` is filled in by the registry with the method's registered name.
     """
 
@@ -60,6 +62,9 @@ class PromptConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, list) and _is_tuple_field(type(self), f):
+                value = tuple(value)  # JSON / argparse lists -> the declared tuple
+                object.__setattr__(self, f.name, value)
             enum_type = _enum_type(self, f)
             if enum_type is not None and not isinstance(value, enum_type):
                 try:

@@ -85,8 +85,6 @@ class SoftPromptLMConfig(PromptConfig):
         self.require(
             is_number(self.dropout) and 0 <= self.dropout < 1, "dropout", "must be in [0, 1)"
         )
-        if isinstance(self.token_ids, list):
-            self.token_ids = tuple(self.token_ids)
         if self.init is PromptInit.TEXT:
             self.require(
                 isinstance(self.init_text, str) and bool(self.init_text.strip()),
