@@ -64,3 +64,9 @@ def test_demo_runs_on_the_official_folder_layouts(tmp_path):
     )
     assert result["n_easy"] == 2 and result["n_hard"] == 2
     assert len(result["rows"]) == 4
+
+
+def test_example_reports_a_missing_data_root_as_an_error(tmp_path, capsys):
+    assert main(["--quick", "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "coda_segmentation: error:" in err and "nowhere" in err

@@ -29,7 +29,7 @@ def test_markdown_and_plot(tmp_path):
 
 def test_main_reports_bad_data_folder(tmp_path, capsys):
     assert main(["--quick", "--data", str(tmp_path), "--no-progress"]) == 2
-    assert "error:" in capsys.readouterr().out
+    assert "zecoler_zero_shot: error:" in capsys.readouterr().err
 
 
 @pytest.mark.slow

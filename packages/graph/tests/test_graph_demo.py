@@ -63,3 +63,11 @@ def test_example_on_moleculenet_csv(tmp_path, monkeypatch):
     )
     result = json.loads((out / "results.json").read_text())
     assert result["data"] == "BBBP:p_np" and result["shots"] == 30
+
+
+def test_example_reports_a_missing_csv_as_an_error(tmp_path, capsys):
+    from polyprompt.graph.demo import main
+
+    assert main(["--quick", "--data", str(tmp_path / "missing.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "relief_molecules: error:" in err and "missing.csv" in err

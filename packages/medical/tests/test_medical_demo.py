@@ -60,3 +60,12 @@ def test_quick_example_runs(tmp_path):
 
     assert main(["--quick", "--no-progress", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "kappa_vs_labels.png").is_file()
+
+
+def test_example_reports_bad_flags_and_paths_as_errors(tmp_path, capsys):
+    from polyprompt.medical.demo import main
+
+    assert main(["--quick", "--epochs", "0"]) == 2
+    assert "dvpt_classify: error: DemoConfig.epochs" in capsys.readouterr().err
+    assert main(["--quick", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err

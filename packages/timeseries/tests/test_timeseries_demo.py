@@ -37,7 +37,7 @@ def test_run_demo_writes_table_and_plots(tmp_path):
 
 def test_main_reports_bad_target(tmp_path, capsys):
     assert main(["--quick", "--targets", "99", "--out", str(tmp_path), "--no-progress"]) == 2
-    assert "unknown target" in capsys.readouterr().out
+    assert "pond_watch: error: run_demo: unknown target" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -338,6 +338,9 @@ def run_demo(quick: bool = True, out_dir: Path | None = None) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``examples/adapt/coda_segmentation.py``; returns the exit code."""
+    from polyprompt.core.demo.cli import run_cli
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="<= 1 minute smoke run")
     parser.add_argument("--data", type=Path, default=None, help="root with cityscapes/ + a target")
@@ -350,15 +353,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
-    run(
-        quick=args.quick,
-        out_dir=args.out,
-        seeds=seeds,
-        data=args.data,
-        target=args.target,
-        size=args.size,
-        iterations=args.iterations,
-        mic=True if args.mic else None,
-        threads=args.threads,
+    return run_cli(
+        "coda_segmentation",
+        lambda: run(
+            quick=args.quick,
+            out_dir=args.out,
+            seeds=seeds,
+            data=args.data,
+            target=args.target,
+            size=args.size,
+            iterations=args.iterations,
+            mic=True if args.mic else None,
+            threads=args.threads,
+        ),
     )
-    return 0

@@ -317,15 +317,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (``polyprompt.examples``); returns the exit status."""
-    from polyprompt.core.errors import PolypromptError
+    from polyprompt.core.demo.cli import run_cli
 
     args = _parser().parse_args(argv)
-    try:
-        run(args)
-    except PolypromptError as exc:
-        print(f"error: {exc}")
-        return 2
-    return 0
+    return run_cli("zecoler_zero_shot", lambda: run(args))
 
 
 def run_demo(quick: bool = True, out_dir: Path | None = None) -> dict[str, Any]:

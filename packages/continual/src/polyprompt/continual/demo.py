@@ -379,17 +379,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``examples/continual/mvp_si_blurry.py`` / ``polyprompt run continual``; exit code."""
     import torch
 
-    from polyprompt.core.errors import PolypromptError
+    from polyprompt.core.demo.cli import overrides, run_cli
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(1)  # tiny models: one thread is fastest on shared cores
-    try:
+
+    def body() -> None:
         cfg = DemoConfig.quick() if args.quick else DemoConfig()
-        changes: dict[str, Any] = {}
-        if args.seeds:
-            changes["seeds"] = tuple(args.seeds)
-        if args.methods:
-            changes["methods"] = tuple(args.methods)
+        changes = overrides(args, {"seeds": "seeds", "methods": "methods"})
         if args.ablations:
             base = changes.get("methods", cfg.methods)
             abl = [m for m in METHODS if m.startswith("mvp_no_")]
@@ -422,7 +419,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             backbone_factory=factory,
             progress=not args.no_progress,
         )
-    except PolypromptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli("mvp_si_blurry", body)

@@ -283,6 +283,9 @@ def run_demo(quick: bool = True, out_dir: Path | None = None) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``examples/graph/relief_molecules.py``; returns the exit code."""
+    from polyprompt.core.demo.cli import overrides, run_cli
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="≤ 1 minute smoke run")
     p.add_argument("--data", help="a MoleculeNet CSV (BACE, BBBP, ClinTox, Tox21 ...)")
@@ -293,17 +296,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shots", type=int, help="training graphs per seed (default 50)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    cfg = ExampleConfig.quick() if args.quick else ExampleConfig()
-    if args.seeds is not None:
-        cfg = cfg.replace(seeds=args.seeds)
-    if args.shots is not None:
-        cfg = cfg.replace(shots=args.shots)
-    if args.relief_epochs is not None:
-        cfg = cfg.replace(relief_epochs=args.relief_epochs)
-    run_example(
-        cfg, data=args.data, task=args.task, out_dir=args.out, progress=not args.no_progress
-    )
-    return 0
+
+    def body() -> None:
+        cfg = ExampleConfig.quick() if args.quick else ExampleConfig()
+        changes = overrides(
+            args, {"seeds": "seeds", "shots": "shots", "relief_epochs": "relief_epochs"}
+        )
+        if changes:
+            cfg = cfg.replace(**changes)
+        run_example(
+            cfg, data=args.data, task=args.task, out_dir=args.out, progress=not args.no_progress
+        )
+
+    return run_cli("relief_molecules", body)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -516,21 +516,23 @@ def build_parser(prog: str = "polyprompt run medical") -> argparse.ArgumentParse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``examples/medical/dvpt_classify.py``; returns the exit code."""
+    from polyprompt.core.demo.cli import overrides, run_cli
+
     args = build_parser().parse_args(argv)
-    cfg = DemoConfig.quick(args.task) if args.quick else DemoConfig(task=args.task)
-    changes: dict[str, Any] = {}
-    if args.seeds:
-        changes["seeds"] = tuple(args.seeds)
-    if args.fractions:
-        changes["label_fractions"] = tuple(args.fractions)
-    if args.methods:
-        changes["methods"] = tuple(args.methods)
-    if args.epochs:
-        changes["epochs"] = args.epochs
-    if changes:
-        cfg = cfg.replace(**changes)
-    res = run_demo(
-        args.quick, args.out, config=cfg, data_path=args.data, progress=not args.no_progress
-    )
-    print(json.dumps({"total_seconds": round(res["total_seconds"], 1)}))
-    return 0
+
+    def body() -> None:
+        cfg = DemoConfig.quick(args.task) if args.quick else DemoConfig(task=args.task)
+        changes = overrides(
+            args,
+            {"seeds": "seeds", "fractions": "label_fractions", "methods": "methods",
+             "epochs": "epochs"},
+        )  # fmt: skip
+        if changes:
+            cfg = cfg.replace(**changes)
+        res = run_demo(
+            args.quick, args.out, config=cfg, data_path=args.data, progress=not args.no_progress
+        )
+        print(json.dumps({"total_seconds": round(res["total_seconds"], 1)}))
+
+    return run_cli("dvpt_classify", body)

@@ -572,27 +572,28 @@ def build_parser(prog: str = "idpt_classify.py") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``examples/pointcloud/idpt_classify.py``; returns the exit code."""
-    from polyprompt.core.errors import PolypromptError
+    from polyprompt.core.demo.cli import overrides, run_cli
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
+
+    def body() -> None:
         cfg = DemoConfig.quick() if args.quick else DemoConfig()
-        changes: dict[str, Any] = {}
-        if args.seeds:
-            changes["seeds"] = tuple(args.seeds)
+        changes = overrides(
+            args,
+            {
+                "seeds": "seeds",
+                "epochs": "epochs",
+                "methods": "methods",
+                "task": "task",
+                "pretrain_meshes": "pretrain_meshes",
+            },
+        )
         if args.epochs:
-            changes["epochs"] = args.epochs
             changes["warmup_epochs"] = min(cfg.warmup_epochs, args.epochs)
-        if args.methods:
-            changes["methods"] = tuple(args.methods)
-        if args.task:
-            changes["task"] = args.task
         if args.augment:
             changes["augment"] = True
-        if args.pretrain_meshes:
-            changes["pretrain_meshes"] = args.pretrain_meshes
         if changes:
             cfg = cfg.replace(**changes)
         run_demo(
@@ -602,10 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_path=args.data,
             progress=not args.no_progress,
         )
-    except PolypromptError as exc:
-        print(f"idpt_classify: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli("idpt_classify", body)
 
 
 if __name__ == "__main__":

@@ -383,8 +383,8 @@ def run_demo(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of ``examples/timeseries/pond_watch.py``."""
-    from polyprompt.core.errors import PolypromptError
+    """Command line of ``examples/timeseries/pond_watch.py``; returns the exit code."""
+    from polyprompt.core.demo.cli import run_cli
 
     p = argparse.ArgumentParser(
         description="POND multi-source time-series domain adaptation (leave-one-subject-out)"
@@ -415,13 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-resume", action="store_true", help="recompute scenarios already in OUT/runs"
     )
     args = p.parse_args(argv)
-    try:
-        run_demo(
+    return run_cli(
+        "pond_watch",
+        lambda: run_demo(
             quick=args.quick, out_dir=args.out, data_path=args.data, seeds=args.seeds,
             targets=args.targets, shots=args.shots, window=args.window, stride=args.stride,
             threads=args.threads, progress=not args.no_progress, resume=not args.no_resume,
-        )  # fmt: skip
-    except PolypromptError as exc:
-        print(f"error: {exc}")
-        return 2
-    return 0
+        ),
+    )  # fmt: skip

@@ -11,6 +11,8 @@ module                 what it holds
                        VPT-deep over seeds -> table, JSON, markdown, plot
 :mod:`.report`         generic results tables (markdown / plain), atomic JSON, bar plots
                        with error bars (reused by the modality packages)
+:mod:`.cli`            what every example's ``main`` shares: flag overrides onto a config,
+                       bad input reported as ``prog: error: ...`` with exit status 2
 =====================  ================================================================
 
 Names are resolved lazily: ``import polyprompt.core.demo`` imports neither torch nor timm.
@@ -47,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "summarize": "report",
     "write_json": "report",
     "bar_plot": "report",
+    "overrides": "cli",
+    "run_cli": "cli",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -529,20 +529,15 @@ def build_parser(prog: str = "polyprompt run digits") -> argparse.ArgumentParser
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``polyprompt run digits`` / ``examples/vision/digits_transfer.py``; returns the exit code."""
-    from polyprompt.core.errors import PolypromptError
+    from polyprompt.core.demo.cli import overrides, run_cli
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
+
+    def body() -> None:
         cfg = DemoConfig.quick() if args.quick else DemoConfig()
-        changes: dict[str, Any] = {}
-        if args.seeds:
-            changes["seeds"] = tuple(args.seeds)
+        changes = overrides(args, {"seeds": "seeds", "epochs": "epochs", "methods": "methods"})
         if args.labels_per_class is not None:
             changes["labels_per_class"] = args.labels_per_class or None
-        if args.epochs is not None:
-            changes["epochs"] = args.epochs
-        if args.methods:
-            changes["methods"] = tuple(args.methods)
         if changes:
             cfg = cfg.replace(**changes)
         target = None
@@ -557,10 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             target=target,
             progress=not args.no_progress,
         )
-    except PolypromptError as exc:
-        print(f"digits: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli("digits", body)
 
 
 if __name__ == "__main__":
