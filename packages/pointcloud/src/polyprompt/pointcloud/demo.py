@@ -295,26 +295,10 @@ def run_demo(
                 bar.update(1)
     finally:
         bar.close()
-    rows = []
-    for spec in specs:
-        rs = runs[spec.name]
-        mean, std = report.summarize([r["test_accuracy"] for r in rs])
-        sec, _ = report.summarize([r["seconds"] for r in rs])
-        rows.append(
-            {
-                "method": spec.name,
-                "title": spec.title,
-                "registered_method": spec.method,
-                "accuracy_mean": mean,
-                "accuracy_std": std,
-                "trainable_params": rs[0]["trainable_params"],
-                "trainable_percent": rs[0]["trainable_percent"],
-                "checkpoint_bytes": rs[0]["checkpoint_bytes"],
-                "seconds_mean": sec,
-                "cached": rs[0]["cached"],
-                "runs": rs,
-            }
-        )
+    rows = [
+        report.method_row(spec, runs[spec.name]) | {"cached": runs[spec.name][0]["cached"]}
+        for spec in specs
+    ]
     info = {
         "data": data_name,
         "quick": quick,

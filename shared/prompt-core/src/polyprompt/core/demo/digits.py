@@ -387,28 +387,14 @@ def run_demo(
     finally:
         bar.close()
 
-    rows = []
-    for spec in specs:
-        rs = runs[spec.name]
-        acc_mean, acc_std = report.summarize([r["test_accuracy"] for r in rs])
-        sec_mean, _ = report.summarize([r["seconds"] for r in rs])
-        rows.append(
-            {
-                "method": spec.name,
-                "title": spec.title,
-                "registered_method": spec.method,
-                "options": dict(spec.options)
-                | ({"num_tokens": cfg.num_tokens} if spec.method == "vpt" else {}),
-                "accuracy_mean": acc_mean,
-                "accuracy_std": acc_std,
-                "trainable_params": rs[0]["trainable_params"],
-                "trainable_percent": rs[0]["trainable_percent"],
-                "checkpoint_bytes": rs[0]["checkpoint_bytes"],
-                "seconds_mean": sec_mean,
-                "seconds_total": sum(r["seconds"] for r in rs),
-                "runs": rs,
-            }
-        )
+    rows = [
+        report.method_row(spec, runs[spec.name])
+        | {
+            "options": dict(spec.options)
+            | ({"num_tokens": cfg.num_tokens} if spec.method == "vpt" else {})
+        }
+        for spec in specs
+    ]
     info = {
         "demo": f"mnist -> {data.name}",
         "quick": quick,

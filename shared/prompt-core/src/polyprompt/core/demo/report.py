@@ -36,6 +36,7 @@ __all__ = [
     "bar_plot",
     "format_bytes",
     "format_table",
+    "method_row",
     "summarize",
     "write_json",
     "write_markdown",
@@ -58,6 +59,34 @@ def summarize(values: Sequence[float]) -> tuple[float, float]:
         return mean, 0.0
     var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
     return mean, math.sqrt(var)
+
+
+def method_row(spec: Any, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One results-table row for a method over its seeds.
+
+    ``spec`` has ``name`` / ``title`` / ``method`` (a demo's ``MethodSpec``); each run has
+    ``test_accuracy``, ``seconds``, ``trainable_params``, ``trainable_percent`` and
+    ``checkpoint_bytes`` (the last three are the same for every seed). The row holds the
+    accuracy mean ± std, the mean and total seconds, and the runs themselves.
+    """
+    if not runs:
+        raise InputError(f"method_row: no runs for {getattr(spec, 'name', spec)!r}")
+    acc_mean, acc_std = summarize([r["test_accuracy"] for r in runs])
+    sec_mean, _ = summarize([r["seconds"] for r in runs])
+    first = runs[0]
+    return {
+        "method": spec.name,
+        "title": spec.title,
+        "registered_method": spec.method,
+        "accuracy_mean": acc_mean,
+        "accuracy_std": acc_std,
+        "trainable_params": first["trainable_params"],
+        "trainable_percent": first["trainable_percent"],
+        "checkpoint_bytes": first["checkpoint_bytes"],
+        "seconds_mean": sec_mean,
+        "seconds_total": sum(r["seconds"] for r in runs),
+        "runs": list(runs),
+    }
 
 
 def format_bytes(n: float) -> str:
