@@ -268,3 +268,22 @@ def test_torch_state_weights_only(tmp_path):
         load_torch_state(tmp_path / "trunc.pt")
     with pytest.raises(CheckpointError, match="missing"):
         load_torch_state(tmp_path / "absent.pt")
+
+
+def test_check_state_dict_names_every_kind_of_mismatch():
+    from polyprompt.core.checkpoint import check_state_dict
+
+    expected = {"a.weight": torch.zeros(2, 3), "b.bias": torch.zeros(3), "head.w": torch.zeros(1)}
+    check_state_dict(dict(expected), expected, "ok")  # fits: no error
+    check_state_dict(
+        {"a.weight": torch.ones(2, 3), "b.bias": torch.ones(3)},
+        expected,
+        "tied head",
+        may_miss=lambda k: k.startswith("head."),
+    )
+    bad = {"a.weight": torch.zeros(3, 2), "extra": torch.zeros(1), "head.w": torch.zeros(1)}
+    with pytest.raises(CheckpointError) as err:
+        check_state_dict(bad, expected, "ckpt.safetensors")
+    msg = str(err.value)
+    assert msg.startswith("ckpt.safetensors: wrong shapes ['a.weight: checkpoint (3, 2) vs model")
+    assert "missing keys ['b.bias']" in msg and "unexpected keys ['extra']" in msg

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from polyprompt.core.checkpoint import check_state_dict
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import CheckpointError, ConfigError
 
@@ -286,21 +287,12 @@ def load_codebert(
         state["lm_head.decoder.weight"] = state["roberta.embeddings.word_embeddings.weight"]
     if "lm_head.decoder.bias" in expected and "lm_head.bias" in state:
         state.setdefault("lm_head.decoder.bias", state["lm_head.bias"])
-    bad_shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if bad_shapes:
-        raise CheckpointError(f"{directory}: shape mismatch with config.json: {bad_shapes[:5]}")
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{directory}: unexpected keys {unexpected[:8]}")
-    missing = sorted(set(expected) - set(state))
-    if not has_head:
-        missing = [k for k in missing if not k.startswith("lm_head.")]
-    if missing:
-        raise CheckpointError(f"{directory}: missing keys {missing[:8]}")
+    check_state_dict(
+        state,
+        expected,
+        str(directory),
+        may_miss=lambda k: not has_head and k.startswith("lm_head."),
+    )
     model.load_state_dict(state, strict=False)
     if not has_head:
         warnings.warn(

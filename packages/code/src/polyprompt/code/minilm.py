@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from polyprompt.code.backbone import CodeBackbone, _read_state, masked_lm_keys, read_hf_config
+from polyprompt.core.checkpoint import check_state_dict
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import CheckpointError
 from polyprompt.core.io import polyprompt_home
@@ -125,21 +126,12 @@ def load_bert_encoder(directory: str | Path, *, load_tokenizer: bool = True) -> 
     model = BertForMaskedLM(config)
     expected = model.state_dict()
     tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
-    bad_shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if bad_shapes:
-        raise CheckpointError(f"{directory}: shape mismatch with config.json: {bad_shapes[:5]}")
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{directory}: unexpected keys {unexpected[:8]}")
-    missing = sorted(set(expected) - set(state) - tied)
-    if not has_head:
-        missing = [k for k in missing if not k.startswith("cls.")]
-    if missing:
-        raise CheckpointError(f"{directory}: missing keys {missing[:8]}")
+    check_state_dict(
+        state,
+        expected,
+        str(directory),
+        may_miss=lambda k: k in tied or (not has_head and k.startswith("cls.")),
+    )
     model.load_state_dict(state, strict=False)
     model.tie_weights()
     tokenizer = None

@@ -31,6 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from polyprompt.core.checkpoint import check_state_dict
 from polyprompt.core.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -91,27 +92,7 @@ def load_vit_checkpoint(
     state = read_state_dict(path)
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     model = timm.create_model(arch, pretrained=False, **timm_kwargs)
-    own = model.state_dict()
-    wrong = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if wrong or missing or unexpected:
-        raise CheckpointError(
-            f"load_vit_checkpoint({str(path)!r}) into {arch}: "
-            + "; ".join(
-                s
-                for s in (
-                    f"wrong shapes {wrong[:4]}" if wrong else "",
-                    f"missing keys {missing[:6]}" if missing else "",
-                    f"unexpected keys {unexpected[:6]}" if unexpected else "",
-                )
-                if s
-            )
-        )
+    check_state_dict(state, model.state_dict(), f"load_vit_checkpoint({str(path)!r}) into {arch}")
     model.load_state_dict(state, strict=True)
     return TimmViTAdapter(model.eval())
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,7 @@ __all__ = [
     "PROMPT_CONFIG_FILE",
     "PROMPT_FORMAT",
     "PROMPT_WEIGHTS_FILE",
+    "check_state_dict",
     "load_prompt",
     "load_state",
     "load_torch_state",
@@ -73,6 +74,40 @@ _META_KEY = "polyprompt_meta"
 # ---------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------
+def check_state_dict(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    where: str,
+    *,
+    may_miss: Callable[[str], bool] | None = None,
+) -> None:
+    """Check that a checkpoint's ``state`` fits a model's ``expected`` state dict before
+    ``load_state_dict``: same keys and same shapes.
+
+    ``may_miss(key)`` marks expected keys the checkpoint may lack (a head that is
+    initialised or tied afterwards). Raises :class:`CheckpointError` naming the first wrong
+    shapes, missing keys and unexpected keys, all at once, prefixed with ``where``.
+    """
+    wrong = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    missing = sorted(k for k in set(expected) - set(state) if may_miss is None or not may_miss(k))
+    unexpected = sorted(set(state) - set(expected))
+    problems = [
+        f"{label} {items[:limit]}"
+        for label, items, limit in (
+            ("wrong shapes", wrong, 4),
+            ("missing keys", missing, 8),
+            ("unexpected keys", unexpected, 8),
+        )
+        if items
+    ]
+    if problems:
+        raise CheckpointError(f"{where}: " + "; ".join(problems))
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
