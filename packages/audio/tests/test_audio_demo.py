@@ -21,6 +21,21 @@ def test_audio_demo_config_validation():
     assert DemoConfig.quick().seeds == (0,)
 
 
+def test_audio_demo_benchmark_config():
+    from polyprompt.audio.demo import METHOD_NAMES
+
+    bench, example = DemoConfig.benchmark(), DemoConfig()
+    assert bench.methods == METHOD_NAMES  # full fine-tuning included
+    assert bench.n_train > example.n_train  # more training clips than the example
+    # everything but the size, the schedule and the methods is the example's
+    differs = {k for k, v in bench.to_dict().items() if example.to_dict()[k] != v}
+    assert differs <= {"n_train", "epochs", "methods"}
+    assert DemoConfig.from_dict(bench.to_dict()) == bench
+    for bad in ({"n_train": 0}, {"epochs": 0}, {"methods": ("apt", "lora")}):
+        with pytest.raises(ConfigError):
+            bench.replace(**bad)
+
+
 @pytest.mark.slow
 def test_audio_demo_quick_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("POLYPROMPT_HOME", str(tmp_path / "home"))
