@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -33,10 +32,6 @@ from polyprompt.core.config import PromptConfig
 from polyprompt.core.validation import check_tensor
 
 __all__ = ["AlignerConfig", "AudioAligner"]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -66,7 +61,7 @@ class AlignerConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        for name in (
+        self.require_ints(
             "num_query_tokens",
             "qformer_hidden_size",
             "qformer_layers",
@@ -74,9 +69,7 @@ class AlignerConfig(PromptConfig):
             "qformer_intermediate_size",
             "cross_attention_frequency",
             "max_instruction_tokens",
-        ):
-            v = getattr(self, name)
-            r(_is_int(v) and v >= 1, name, "must be an int >= 1")
+        )
         r(
             self.qformer_hidden_size % self.qformer_heads == 0,
             "qformer_hidden_size",

@@ -576,18 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``examples/audio/acoustic_prompt_tuning.py`` / ``polyprompt run audio``; exit code."""
-    from polyprompt.core.errors import PolypromptError
+    from polyprompt.core.demo.cli import overrides, run_cli
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
+
+    def body() -> None:
         cfg = DemoConfig.quick() if args.quick else DemoConfig()
-        changes: dict[str, Any] = {}
-        if args.seeds:
-            changes["seeds"] = tuple(args.seeds)
-        if args.epochs:
-            changes["epochs"] = args.epochs
-        if args.methods:
-            changes["methods"] = tuple(args.methods)
+        changes = overrides(args, {"seeds": "seeds", "epochs": "epochs", "methods": "methods"})
         if changes:
             cfg = cfg.replace(**changes)
         run_demo(
@@ -597,10 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             data=args.data,
             progress=not args.no_progress,
         )
-    except PolypromptError as exc:
-        print(f"acoustic_prompt_tuning: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli("acoustic_prompt_tuning", body)
 
 
 if __name__ == "__main__":

@@ -50,10 +50,6 @@ __all__ = [
 ]
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 @dataclass
 class AudioEncoderConfig(PromptConfig):
     """Architecture of the spectrogram ViT.
@@ -74,12 +70,9 @@ class AudioEncoderConfig(PromptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         r = self.require
-        for name in ("n_mels", "target_frames", "patch_size", "embed_dim", "depth", "num_heads"):
-            r(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                name,
-                "must be an int >= 1",
-            )
+        self.require_ints(
+            "n_mels", "target_frames", "patch_size", "embed_dim", "depth", "num_heads"
+        )
         r(self.n_mels % self.patch_size == 0, "n_mels", "must be divisible by patch_size")
         r(
             self.target_frames % self.patch_size == 0,
