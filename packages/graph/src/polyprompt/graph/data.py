@@ -48,6 +48,7 @@ __all__ = [
     "ATOM_VOCAB",
     "BOND_VOCAB",
     "MoleculeData",
+    "check_edge_index",
     "check_graph",
     "few_shot",
     "load_freesolv",
@@ -103,6 +104,22 @@ class MoleculeData(torch.utils.data.Dataset):
 
 
 # ---------------------------------------------------------------------------- checks
+def check_edge_index(ei: Any, n: int, where: str) -> None:
+    """``edge_index`` must be a ``(2, num_edges)`` ``torch.long`` tensor with node ids in
+    ``[0, n)``; otherwise :class:`InputError` / :class:`ShapeError` naming ``where``."""
+    if not isinstance(ei, torch.Tensor):
+        raise InputError(f"{where}: `edge_index` must be a tensor, got {type(ei).__name__}")
+    if ei.dtype != torch.long:
+        raise InputError(f"{where}: `edge_index` must be torch.long, got {ei.dtype}")
+    if ei.dim() != 2 or ei.shape[0] != 2:
+        raise ShapeError(f"{where}: `edge_index` must be (2, num_edges), got {tuple(ei.shape)}")
+    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
+        raise InputError(
+            f"{where}: `edge_index` out of range: values in [{int(ei.min())}, {int(ei.max())}] "
+            f"for {n} nodes"
+        )
+
+
 def check_graph(
     data: Any,
     *,
@@ -153,15 +170,7 @@ def check_graph(
         raise InputError(
             f"{where}: atom feature {col} out of its vocabulary [0, {atom_vocab[col]})"
         )
-    if ei.dtype != torch.long:
-        raise InputError(f"{where}: `edge_index` must be torch.long, got {ei.dtype}")
-    if ei.dim() != 2 or ei.shape[0] != 2:
-        raise ShapeError(f"{where}: `edge_index` must be (2, num_edges), got {tuple(ei.shape)}")
-    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
-        raise InputError(
-            f"{where}: `edge_index` out of range: values in [{int(ei.min())}, {int(ei.max())}] "
-            f"for {n} nodes"
-        )
+    check_edge_index(ei, n, where)
     ea = getattr(data, "edge_attr", None)
     if ea is None:
         raise InputError(f"{where}: `edge_attr` (num_edges, {len(bond_vocab)}) is missing")

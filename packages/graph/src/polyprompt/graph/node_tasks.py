@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from polyprompt.core.errors import InputError, NonFiniteError, ShapeError
+from polyprompt.graph.data import check_edge_index
 
 __all__ = [
     "NodeGraph",
@@ -111,20 +112,6 @@ class NodeSubgraphs(torch.utils.data.Dataset):
 
 
 # ------------------------------------------------------------------------- validation
-def _check_edges(ei: Any, n: int, where: str) -> None:
-    if not isinstance(ei, torch.Tensor):
-        raise InputError(f"{where}: `edge_index` must be a tensor, got {type(ei).__name__}")
-    if ei.dtype != torch.long:
-        raise InputError(f"{where}: `edge_index` must be torch.long, got {ei.dtype}")
-    if ei.dim() != 2 or ei.shape[0] != 2:
-        raise ShapeError(f"{where}: `edge_index` must be (2, num_edges), got {tuple(ei.shape)}")
-    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
-        raise InputError(
-            f"{where}: `edge_index` out of range: values in [{int(ei.min())}, {int(ei.max())}] "
-            f"for {n} nodes"
-        )
-
-
 def _check_x(x: Any, where: str, in_features: int | None = None) -> None:
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{where}: node features `x` must be a tensor, got {type(x).__name__}")
@@ -154,7 +141,7 @@ def check_node_graph(graph: NodeGraph, where: str = "node graph") -> None:
     """
     _check_x(graph.x, where)
     n = graph.num_nodes
-    _check_edges(graph.edge_index, n, where)
+    check_edge_index(graph.edge_index, n, where)
     if graph.y is None:
         raise InputError(f"{where}: node labels `y` are missing (node classification needs y)")
     if graph.y.shape != (n,):
@@ -178,7 +165,7 @@ def check_feature_graph(
     x = getattr(data, "x", None)
     _check_x(x, where, in_features)
     n = x.shape[0]
-    _check_edges(getattr(data, "edge_index", None), n, where)
+    check_edge_index(getattr(data, "edge_index", None), n, where)
     ea = getattr(data, "edge_attr", None)
     e = data.edge_index.shape[1]
     if ea is None or ea.dim() != 2 or ea.shape != (e, 0):
@@ -223,7 +210,7 @@ def node_subgraphs(
         check_node_graph(graph, where)
     else:
         _check_x(graph.x, where)
-        _check_edges(graph.edge_index, graph.num_nodes, where)
+        check_edge_index(graph.edge_index, graph.num_nodes, where)
     n = graph.num_nodes
     idx = torch.arange(n) if nodes is None else torch.as_tensor(nodes, dtype=torch.long).view(-1)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
