@@ -305,3 +305,21 @@ def test_node_demo_quick(tmp_path, monkeypatch):
     assert (tmp_path / "graph_nodes.json").is_file()
     assert "| RELIEF |" in (tmp_path / "graph_nodes.md").read_text()
     assert "RELIEF" in format_rows(out["rows"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data", "/nonexistent/planetoid"], "missing Planetoid file"),
+        (["--seeds", "0"], "seeds must be an int >= 1"),
+        (["--shots", "0"], "shots must be an int >= 1"),
+        (["--hops", "-1"], "hops must be an int >= 1"),
+    ],
+)
+def test_node_demo_main_reports_bad_input_without_a_traceback(argv, message, capsys, tmp_path):
+    from polyprompt.graph.node_demo import main
+
+    assert main(["--quick", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("relief_nodes: error:") and message in err
+    assert "Traceback" not in err

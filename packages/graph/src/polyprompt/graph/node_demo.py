@@ -34,7 +34,18 @@ def run_node_demo(
     progress: bool = False,
     trust_pickle: bool = False,
 ) -> dict[str, Any]:
-    """Run the comparison; returns ``{"rows": [...], "config": {...}}``."""
+    """Run the comparison; returns ``{"rows": [...], "config": {...}}``.
+
+    Raises:
+        ConfigError: ``seeds``, ``shots`` or ``hops`` not an int >= 1 (checked before any
+            pre-training).
+    """
+    from polyprompt.core.config import is_int
+    from polyprompt.core.errors import ConfigError
+
+    for field, value in (("seeds", seeds), ("shots", shots), ("hops", hops)):
+        if not is_int(value) or value < 1:
+            raise ConfigError(f"run_node_demo: {field} must be an int >= 1, got {value!r}")
     from polyprompt.core.demo.report import summarize, write_json, write_markdown
     from polyprompt.graph.config import (
         GINConfig,
@@ -202,22 +213,27 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="allow reading the --data folder's Planetoid files (Python pickles: trusted copies only)",
     )
+    from polyprompt.core.demo.cli import run_cli
+
     a = p.parse_args(argv)
-    out = run_node_demo(
-        quick=a.quick,
-        seeds=a.seeds,
-        data=a.data,
-        name=a.name,
-        shots=a.shots,
-        hops=a.hops,
-        out_dir=a.out,
-        progress=True,
-        trust_pickle=a.trust_pickle,
-    )
-    c = out["config"]
-    print(
-        f"{c['graph']}: {c['nodes']} nodes, {c['classes']} classes, {c['shots']} shots/class, "
-        f"{c['hops']}-hop subgraphs, {c['seeds']} seeds, {c['seconds']:.0f}s"
-    )
-    print(format_rows(out["rows"]))
-    return 0
+
+    def body() -> None:
+        out = run_node_demo(
+            quick=a.quick,
+            seeds=a.seeds,
+            data=a.data,
+            name=a.name,
+            shots=a.shots,
+            hops=a.hops,
+            out_dir=a.out,
+            progress=True,
+            trust_pickle=a.trust_pickle,
+        )
+        c = out["config"]
+        print(
+            f"{c['graph']}: {c['nodes']} nodes, {c['classes']} classes, {c['shots']} shots/class, "
+            f"{c['hops']}-hop subgraphs, {c['seeds']} seeds, {c['seconds']:.0f}s"
+        )
+        print(format_rows(out["rows"]))
+
+    return run_cli("relief_nodes", body)
