@@ -70,3 +70,35 @@ def test_audio_demo_lm_texts_describe_each_audio_slot():
         DemoConfig(lm_context="caption")
     with pytest.raises(ConfigError, match="lm_context"):
         lm_texts([ex], "caption")
+
+
+def test_audio_demo_encoder_finetune_never_labels_a_task_word(tmp_path, monkeypatch):
+    """The supervised encoder stage trains on the pre-training corpus minus every task word."""
+    import torch
+
+    from polyprompt.audio.demo import finetune_on_pretraining_corpus
+    from polyprompt.audio.encoder import AudioEncoderConfig, build_audio_encoder
+    from polyprompt.audio.frontend import LogMelConfig
+    from polyprompt.audio.tasks import AudioTextExample, Clip
+
+    monkeypatch.setenv("POLYPROMPT_HOME", str(tmp_path))
+    cfg = DemoConfig.quick().replace(finetune_steps=2, finetune_clips=40)
+    logmel = LogMelConfig(n_mels=32, target_frames=128)
+    enc = build_audio_encoder(
+        AudioEncoderConfig(n_mels=32, target_frames=128, embed_dim=32, depth=1, num_heads=2)
+    )
+    before = {k: v.clone() for k, v in enc.model.state_dict().items()}
+    # every pre-training word but three is a "task word" here
+    from polyprompt.audio.data.corpus import PRETRAIN_WORDS
+
+    task_words = PRETRAIN_WORDS[3:]
+    train = [
+        AudioTextExample((Clip(torch.randn(1600), meta={"word": w}), "Which word?"), w, "qa")
+        for w in task_words
+    ]
+    enc, info = finetune_on_pretraining_corpus(enc, cfg, train, logmel, progress=False)
+    assert 0 < info["clips"] < 40
+    assert set(info["dropped_task_words"]) == set(task_words)
+    assert "word" in info["label_sets"]
+    assert any(not torch.equal(before[k], v) for k, v in enc.model.state_dict().items())
+    assert not any(p.requires_grad for p in enc.parameters())

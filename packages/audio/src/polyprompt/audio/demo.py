@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from polyprompt.core.config import PromptConfig
+from polyprompt.core.config import PromptConfig, is_int
 
 __all__ = ["DemoConfig", "describe_clip", "lm_texts", "main", "run_demo"]
 
@@ -87,6 +87,8 @@ class DemoConfig(PromptConfig):
     encoder_depth: int = 4
     encoder_heads: int = 3
     mae_steps: int = 150
+    finetune_steps: int = 600
+    finetune_clips: int = 600
     lm_steps: int = 1000
     template_repeats: int = 10
     lm_hidden: int = 128
@@ -104,7 +106,20 @@ class DemoConfig(PromptConfig):
         self.seeds = tuple(self.seeds)
         self.methods = tuple(self.methods)
         r = self.require
-        for name in ("n_train", "n_test", "epochs", "batch_size", "mae_steps", "lm_steps"):
+        r(
+            is_int(self.finetune_steps) and self.finetune_steps >= 0,
+            "finetune_steps",
+            "must be an int >= 0 (0 = no supervised encoder stage)",
+        )
+        for name in (
+            "n_train",
+            "n_test",
+            "epochs",
+            "batch_size",
+            "mae_steps",
+            "lm_steps",
+            "finetune_clips",
+        ):
             r(
                 isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
                 name,
@@ -127,6 +142,8 @@ class DemoConfig(PromptConfig):
             encoder_depth=2,
             encoder_heads=2,
             mae_steps=10,
+            finetune_steps=5,
+            finetune_clips=40,
             lm_steps=30,
             lm_hidden=64,
             qformer_hidden=64,
@@ -301,6 +318,10 @@ def build_backbone(
     encoder, enc_info = pretrain_audio_mae(
         specs, enc_cfg, MAEConfig(steps=cfg.mae_steps), progress=progress
     )
+    if cfg.finetune_steps > 0:
+        encoder, enc_info["finetune"] = finetune_on_pretraining_corpus(
+            encoder, cfg, train, logmel, progress=progress
+        )
     texts = lm_texts(train, cfg.lm_context, cfg.template_repeats)
     lm_cfg = TinyLMConfig(
         steps=cfg.lm_steps,
@@ -311,6 +332,41 @@ def build_backbone(
     model, tok, lm_info = pretrain_tiny_lm(texts, lm_cfg, progress=progress)
     backbone = APTBackbone(encoder, InterleavedLM(model, tok), logmel)
     return backbone, {"encoder": enc_info, "lm": {k: v for k, v in lm_info.items()}}
+
+
+FINETUNE_ATTRIBUTES = ("word", "gender", "speed", "noise", "accent")
+"""Label sets of the supervised encoder stage (every synthesis attribute of the corpus)."""
+
+
+def finetune_on_pretraining_corpus(
+    encoder: Any, cfg: DemoConfig, train: Sequence[Any], logmel: Any, *, progress: bool = True
+) -> tuple[Any, dict[str, Any]]:
+    """AudioMAE's supervised stage on speech disjoint from the tasks (cached).
+
+    ``cfg.finetune_clips`` clips of :func:`~polyprompt.audio.data.corpus.pretraining_clips`
+    (training speakers only, like the MAE stage); clips saying a word that any ``train``
+    example's clip says are dropped, so no task word is ever a label here. Heads: every
+    attribute of :data:`FINETUNE_ATTRIBUTES` (:mod:`polyprompt.audio.finetune_encoder`).
+    """
+    import torch
+
+    from polyprompt.audio.data.corpus import pretraining_clips
+    from polyprompt.audio.finetune_encoder import FinetuneConfig, finetune_audio_encoder
+    from polyprompt.audio.frontend import log_mel
+
+    task_words = {str(c.meta.get("word")) for ex in train for c in ex.clips()}
+    clips = [
+        c
+        for c in pretraining_clips(cfg.finetune_clips, progress=progress)
+        if str(c.meta["word"]) not in task_words
+    ]
+    specs = torch.cat([log_mel(clips[i : i + 64], logmel) for i in range(0, len(clips), 64)])
+    labels = {a: [c.meta[a] for c in clips] for a in FINETUNE_ATTRIBUTES}
+    labels = {a: v for a, v in labels.items() if len(set(v)) > 1}  # tiny corpora (quick runs)
+    encoder, info = finetune_audio_encoder(
+        encoder, specs, labels, FinetuneConfig(steps=cfg.finetune_steps), progress=progress
+    )
+    return encoder, {**info, "clips": len(clips), "dropped_task_words": sorted(task_words)}
 
 
 def apt_config(cfg: DemoConfig) -> Any:
