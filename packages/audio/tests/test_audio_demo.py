@@ -27,9 +27,10 @@ def test_audio_demo_benchmark_config():
     bench, example = DemoConfig.benchmark(), DemoConfig()
     assert bench.methods == METHOD_NAMES  # full fine-tuning included
     assert bench.n_train > example.n_train  # more training clips than the example
-    # everything but the size, the schedule and the methods is the example's
+    # everything but the sizes, the LM schedule and the methods is the example's
     differs = {k for k, v in bench.to_dict().items() if example.to_dict()[k] != v}
-    assert differs <= {"n_train", "epochs", "methods"}
+    assert differs <= {"n_train", "n_test", "lm_steps", "epochs", "methods"}
+    assert bench.n_test > example.n_test and bench.lm_steps > example.lm_steps
     assert DemoConfig.from_dict(bench.to_dict()) == bench
     for bad in ({"n_train": 0}, {"epochs": 0}, {"methods": ("apt", "lora")}):
         with pytest.raises(ConfigError):
