@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from polyprompt.audio.encoder import AudioViTAdapter
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import InputError, ShapeError
 from polyprompt.core.io import polyprompt_home
+from polyprompt.core.schedules import warmup_cosine
 
 __all__ = ["FinetuneConfig", "finetune_audio_encoder"]
 
@@ -179,9 +179,7 @@ def finetune_audio_encoder(
     warm = max(1, cfg.steps // 10)
 
     def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+        return warmup_cosine(step, warm, cfg.steps)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     first = ema = None

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,7 @@ from polyprompt.audio.encoder import AudioEncoderConfig, AudioViTAdapter, build_
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.errors import ShapeError
 from polyprompt.core.io import polyprompt_home
+from polyprompt.core.schedules import warmup_cosine
 
 __all__ = ["MAEConfig", "MaskedAutoencoder", "pretrain_audio_mae"]
 
@@ -198,9 +198,7 @@ def pretrain_audio_mae(
     warm = max(1, cfg.steps // 10)
 
     def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+        return warmup_cosine(step, warm, cfg.steps)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     n = spectrograms.shape[0]

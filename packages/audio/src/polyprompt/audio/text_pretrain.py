@@ -27,7 +27,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import math
 import os
 import shutil
 import sysconfig
@@ -40,6 +39,7 @@ from typing import Any
 
 from polyprompt.core.config import PromptConfig
 from polyprompt.core.io import polyprompt_home
+from polyprompt.core.schedules import warmup_cosine
 
 __all__ = ["TinyLMConfig", "pretrain_tiny_lm", "stdlib_docstrings"]
 
@@ -205,9 +205,7 @@ def pretrain_tiny_lm(
     warm = max(1, cfg.steps // 20)
 
     def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+        return warmup_cosine(step, warm, cfg.steps)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     bar = progress_bar(range(cfg.steps), desc="pre-train tiny LM", enabled=progress, unit="step")

@@ -48,6 +48,7 @@ from torch import nn
 from polyprompt.core.config import PromptConfig, is_int
 from polyprompt.core.errors import CheckpointError, InputError
 from polyprompt.core.io import polyprompt_home
+from polyprompt.core.schedules import warmup_cosine
 from polyprompt.pointcloud.backbone import PointMAEBackbone, PointMAEConfig
 from polyprompt.pointcloud.ops import chamfer_l2, index_points
 
@@ -289,10 +290,7 @@ def pretrain_point_mae(
     warm = steps_per_epoch * cfg.warmup_epochs
 
     def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total - warm)
-        return 0.5 * (1 + math.cos(math.pi * t))
+        return warmup_cosine(step, warm, total)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     aug = PointAugment() if cfg.augment else None

@@ -76,6 +76,7 @@ from polyprompt.core.errors import CheckpointError, ConfigError, InputError, Non
 from polyprompt.core.io import atomic_write_text
 from polyprompt.core.metrics import build_metric, prepare_preds
 from polyprompt.core.progress import progress_bar
+from polyprompt.core.schedules import warmup_cosine
 
 __all__ = [
     "AmpDtype",
@@ -794,12 +795,7 @@ class Trainer:
         cosine = cfg.scheduler is SchedulerName.COSINE
 
         def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if not cosine:
-                return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return warmup_cosine(step, warmup, total, cosine=cosine)
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
