@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -13,7 +14,7 @@ from polyprompt.core.schedules import warmup_cosine
 def test_warmup_cosine_ramps_then_decays_to_zero():
     factors = [warmup_cosine(s, warmup=4, total=20) for s in range(20)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert factors[4] == 1.0 and all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert factors[4] == 1.0 and all(a >= b for a, b in itertools.pairwise(factors[4:]))
     assert warmup_cosine(20, warmup=4, total=20) == pytest.approx(0.0)
     assert warmup_cosine(12, warmup=4, total=20) == pytest.approx(0.5)  # half-way: cos(pi/2)
     assert warmup_cosine(99, warmup=4, total=20) == pytest.approx(0.0)  # clamped past the end
