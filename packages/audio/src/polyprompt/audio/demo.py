@@ -52,8 +52,8 @@ _TITLES = {
 
 @dataclass
 class DemoConfig(PromptConfig):
-    """Sizes and schedule of the example (defaults: the full run, 5 min 34 s on 2 quiet cores from
-    an empty cache, README).
+    """Sizes and schedule of the example (defaults: the full run; README "Example setting" has
+    its wall-clock time).
 
     ``lm_context`` — what stands in each audio slot of the task texts the tiny LM is
     pre-trained on (:func:`lm_texts`): ``"description"`` (default) a textual description of
