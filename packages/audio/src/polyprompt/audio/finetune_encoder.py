@@ -45,8 +45,9 @@ import torch
 from torch import nn
 
 from polyprompt.audio.encoder import AudioViTAdapter
+from polyprompt.audio.pretrain_encoder import check_spectrogram_batch, load_cached_encoder
 from polyprompt.core.config import PromptConfig
-from polyprompt.core.errors import InputError, ShapeError
+from polyprompt.core.errors import InputError
 from polyprompt.core.io import polyprompt_home
 from polyprompt.core.schedules import warmup_cosine
 
@@ -143,31 +144,18 @@ def finetune_audio_encoder(
         ShapeError: spectrograms not ``(N, 1, n_mels, target_frames)`` of the encoder.
         InputError: a label set of the wrong length or with a single class.
     """
-    from polyprompt.core.checkpoint import load_state, save_state
+    from polyprompt.core.checkpoint import save_state
     from polyprompt.core.progress import progress_bar
 
     cfg = config or FinetuneConfig()
-    c = encoder.audio_config
-    if (
-        not isinstance(spectrograms, torch.Tensor)
-        or spectrograms.dim() != 4
-        or tuple(spectrograms.shape[1:]) != (1, c.n_mels, c.target_frames)
-    ):
-        shape = tuple(spectrograms.shape) if isinstance(spectrograms, torch.Tensor) else None
-        raise ShapeError(
-            f"finetune_audio_encoder: spectrograms must be (N, 1, {c.n_mels}, {c.target_frames}), "
-            f"got {shape}"
-        )
+    check_spectrogram_batch(spectrograms, encoder.audio_config, "finetune_audio_encoder")
     n = spectrograms.shape[0]
     targets = _encode_labels(labels, n)
     key = _key(encoder, spectrograms, labels, cfg)
     path = polyprompt_home() / "audio" / f"audio-ft-{key}.safetensors"
-    if cache and path.exists():
-        state, meta = load_state(path)
-        encoder.model.load_state_dict(state)
-        encoder.eval().requires_grad_(False)
-        info = json.loads(meta.get("info", "{}"))
-        return encoder, {**info, "from_cache": True, "path": str(path)}
+    cached = load_cached_encoder(encoder, path) if cache else None
+    if cached is not None:
+        return encoder, cached
 
     t0 = time.time()
     torch.manual_seed(cfg.seed)

@@ -42,7 +42,13 @@ from polyprompt.core.errors import ShapeError
 from polyprompt.core.io import polyprompt_home
 from polyprompt.core.schedules import warmup_cosine
 
-__all__ = ["MAEConfig", "MaskedAutoencoder", "pretrain_audio_mae"]
+__all__ = [
+    "MAEConfig",
+    "MaskedAutoencoder",
+    "check_spectrogram_batch",
+    "load_cached_encoder",
+    "pretrain_audio_mae",
+]
 
 _FORMAT = "polyprompt-audio-audiomae/1"
 
@@ -139,6 +145,34 @@ class MaskedAutoencoder(nn.Module):
         return (loss * mask).sum() / mask.sum()
 
 
+def check_spectrogram_batch(spectrograms: Any, config: AudioEncoderConfig, where: str) -> None:
+    """Raise :class:`ShapeError` unless ``spectrograms`` is ``(N, 1, n_mels, target_frames)``."""
+    c = config
+    if (
+        not isinstance(spectrograms, torch.Tensor)
+        or spectrograms.dim() != 4
+        or tuple(spectrograms.shape[1:]) != (1, c.n_mels, c.target_frames)
+    ):
+        shape = tuple(spectrograms.shape) if isinstance(spectrograms, torch.Tensor) else None
+        raise ShapeError(
+            f"{where}: spectrograms must be (N, 1, {c.n_mels}, {c.target_frames}), got {shape}"
+        )
+
+
+def load_cached_encoder(encoder: AudioViTAdapter, path: Any) -> dict[str, Any] | None:
+    """Load a cached encoder written by a pre-training stage into ``encoder`` (frozen) and return
+    its ``info`` with ``from_cache=True``; ``None`` when ``path`` does not exist."""
+    from polyprompt.core.checkpoint import load_state
+
+    if not path.exists():
+        return None
+    state, meta = load_state(path)
+    encoder.model.load_state_dict(state)
+    encoder.eval().requires_grad_(False)
+    info = json.loads(meta.get("info", "{}"))
+    return {**info, "from_cache": True, "path": str(path)}
+
+
 def _key(enc_cfg: AudioEncoderConfig, cfg: MAEConfig, specs: torch.Tensor) -> str:
     h = hashlib.sha256()
     h.update(_FORMAT.encode())
@@ -161,32 +195,20 @@ def pretrain_audio_mae(
     Returns ``(encoder, info)`` with the encoder frozen (eval, no grad) and ``info``:
     ``from_cache``, ``final_loss``, ``first_loss``, ``seconds``, ``path``.
     """
-    from polyprompt.core.checkpoint import load_state, save_state
+    from polyprompt.core.checkpoint import save_state
     from polyprompt.core.progress import progress_bar
 
     enc_cfg = encoder_config or AudioEncoderConfig()
     cfg = config or MAEConfig()
     where = "pretrain_audio_mae"
-    if (
-        not isinstance(spectrograms, torch.Tensor)
-        or spectrograms.dim() != 4
-        or tuple(spectrograms.shape[1:]) != (1, enc_cfg.n_mels, enc_cfg.target_frames)
-    ):
-        shape = tuple(spectrograms.shape) if isinstance(spectrograms, torch.Tensor) else None
-        raise ShapeError(
-            f"{where}: spectrograms must be (N, 1, {enc_cfg.n_mels}, {enc_cfg.target_frames}), "
-            f"got {shape}"
-        )
+    check_spectrogram_batch(spectrograms, enc_cfg, where)
     key = _key(enc_cfg, cfg, spectrograms)
     path = polyprompt_home() / "audio" / f"audiomae-{key}.safetensors"
     torch.manual_seed(cfg.seed)  # the encoder's initial weights too: same cache key, same encoder
     encoder = build_audio_encoder(enc_cfg)
-    if cache and path.exists():
-        state, meta = load_state(path)
-        encoder.model.load_state_dict(state)
-        encoder.eval().requires_grad_(False)
-        info = json.loads(meta.get("info", "{}"))
-        return encoder, {**info, "from_cache": True, "path": str(path)}
+    cached = load_cached_encoder(encoder, path) if cache else None
+    if cached is not None:
+        return encoder, cached
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
