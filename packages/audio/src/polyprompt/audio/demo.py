@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from polyprompt.core.config import PromptConfig, is_int
+from polyprompt.core.config import PromptConfig
 
 __all__ = ["DemoConfig", "describe_clip", "lm_texts", "main", "run_demo"]
 
@@ -73,7 +73,7 @@ class DemoConfig(PromptConfig):
     ``output_norm`` — :class:`~polyprompt.audio.aligner.AlignerConfig` ``output_norm`` (soft
     tokens LayerNorm-ed and scaled to the LM's embedding RMS). On by default since session 5:
     with the fine-tuned encoder it lifted APT's validation classification from 26 % to 48 %
-    and few-shot from 46 % to 64 % (seed 0; README, "Encoder and aligner").
+    and few-shot from 46 % to 64 % (seed 0; README, "Why the benchmark changed in session 5").
     ``finetune_steps`` / ``finetune_clips`` — the supervised encoder stage
     (:func:`finetune_on_pretraining_corpus`, AudioMAE's fine-tuning stage on labelled speech
     that never says a task word); ``finetune_steps=0`` keeps the MAE-only encoder. Chosen on
@@ -116,25 +116,10 @@ class DemoConfig(PromptConfig):
         self.seeds = tuple(self.seeds)
         self.methods = tuple(self.methods)
         r = self.require
-        r(
-            is_int(self.finetune_steps) and self.finetune_steps >= 0,
-            "finetune_steps",
-            "must be an int >= 0 (0 = no supervised encoder stage)",
+        self.require_ints(
+            "n_train", "n_test", "epochs", "batch_size", "mae_steps", "lm_steps", "finetune_clips"
         )
-        for name in (
-            "n_train",
-            "n_test",
-            "epochs",
-            "batch_size",
-            "mae_steps",
-            "lm_steps",
-            "finetune_clips",
-        ):
-            r(
-                isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
-                name,
-                "must be >= 1",
-            )
+        self.require_ints("finetune_steps", minimum=0)  # 0 = no supervised encoder stage
         r(len(self.seeds) >= 1, "seeds", "needs at least one seed")
         r(self.lm_context in LM_CONTEXTS, "lm_context", f"must be one of {LM_CONTEXTS}")
         r(all(m in METHOD_NAMES for m in self.methods), "methods", f"must be in {METHOD_NAMES}")
@@ -297,6 +282,15 @@ def lm_texts(train: Sequence[Any], lm_context: str = "description", repeats: int
     return out
 
 
+def _log_mels(clips: Sequence[Any], logmel: Any, batch: int = 64) -> Any:
+    """``(N, 1, n_mels, frames)`` log-mels of ``clips``, computed ``batch`` clips at a time."""
+    import torch
+
+    from polyprompt.audio.frontend import log_mel
+
+    return torch.cat([log_mel(clips[i : i + batch], logmel) for i in range(0, len(clips), batch)])
+
+
 def build_backbone(
     cfg: DemoConfig, train: Sequence[Any], *, progress: bool = True
 ) -> tuple[Any, dict[str, Any]]:
@@ -305,10 +299,9 @@ def build_backbone(
     The LM is pre-trained on stdlib docstrings + :func:`lm_texts` of ``train`` (with
     ``cfg.lm_context``); pass only the training split so test clips are never described.
     """
-    import torch
 
     from polyprompt.audio.encoder import AudioEncoderConfig
-    from polyprompt.audio.frontend import LogMelConfig, log_mel
+    from polyprompt.audio.frontend import LogMelConfig
     from polyprompt.audio.lm import InterleavedLM
     from polyprompt.audio.method import APTBackbone
     from polyprompt.audio.pretrain_encoder import MAEConfig, pretrain_audio_mae
@@ -323,7 +316,7 @@ def build_backbone(
         num_heads=cfg.encoder_heads,
     )
     clips = list(dict.fromkeys(c for ex in train for c in ex.clips()))
-    specs = torch.cat([log_mel(clips[i : i + 64], logmel) for i in range(0, len(clips), 64)])
+    specs = _log_mels(clips, logmel)
     encoder, enc_info = pretrain_audio_mae(
         specs, enc_cfg, MAEConfig(steps=cfg.mae_steps), progress=progress
     )
@@ -357,11 +350,9 @@ def finetune_on_pretraining_corpus(
     example's clip says are dropped, so no task word is ever a label here. Heads: every
     attribute of :data:`FINETUNE_ATTRIBUTES` (:mod:`polyprompt.audio.finetune_encoder`).
     """
-    import torch
 
     from polyprompt.audio.data.corpus import pretraining_clips
     from polyprompt.audio.finetune_encoder import FinetuneConfig, finetune_audio_encoder
-    from polyprompt.audio.frontend import log_mel
 
     task_words = {str(c.meta.get("word")) for ex in train for c in ex.clips()}
     clips = [
@@ -369,7 +360,7 @@ def finetune_on_pretraining_corpus(
         for c in pretraining_clips(cfg.finetune_clips, progress=progress)
         if str(c.meta["word"]) not in task_words
     ]
-    specs = torch.cat([log_mel(clips[i : i + 64], logmel) for i in range(0, len(clips), 64)])
+    specs = _log_mels(clips, logmel)
     labels = {a: [c.meta[a] for c in clips] for a in FINETUNE_ATTRIBUTES}
     labels = {a: v for a, v in labels.items() if len(set(v)) > 1}  # tiny corpora (quick runs)
     encoder, info = finetune_audio_encoder(
