@@ -27,19 +27,21 @@ def test_split_normalised_on_sources_only(four_subjects):
     assert abs(split.test.X.mean(axis=(0, 2))).max() > 1e-3  # target statistics were not used
 
 
-def test_pond_beats_target_only_on_real_data(four_subjects):
+def test_pond_scenario_end_to_end_on_real_data(four_subjects):
+    """Mechanics at a tiny size (a 16-wide backbone pre-trained for 3 epochs: its F1s are
+    seed luck, so no quality claim here; that is the slow test below and the benchmark)."""
     cfg = PipelineConfig(**TINY, methods=("target_only", "source_only", "single_source_oracle",
                                           "single_source_selected", "pond"))  # fmt: skip
     res = run_scenario(four_subjects, 0, cfg, seed=0)
     f1 = {m: v["f1"] for m, v in res["methods"].items()}
     assert set(f1) == set(cfg.methods)
     assert all(0.0 <= v <= 1.0 for v in f1.values())
-    # transferred prompts on a source-pre-trained backbone beat training on the few shots alone
-    assert f1["pond"] > f1["target_only"] + 0.1, f1
-    assert f1["pond"] > 0.3, f1  # chance macro-F1 for 7 classes is ~0.14
-    assert f1["single_source_oracle"] >= f1["single_source_selected"]
+    assert f1["single_source_oracle"] == max(res["single_source_f1"])
+    assert f1["single_source_selected"] == res["single_source_f1"][res["selection"]["chosen"]]
     sel = res["selection"]
     assert len(sel["similarity"]) == 3 and sel["chosen"] in (0, 1, 2)
+    # default similarity: class-wise centroid distances (<= 0), not cosines of the prompts
+    assert cfg.similarity.value == "class_centroid" and all(v <= 0 for v in sel["similarity"])
     assert res["methods"]["pond"]["trainable_percent"] < 100
     # step 1 is cached: a second scenario run with the same sources loads it
     res2 = run_scenario(four_subjects, 0, cfg.replace(methods=("source_only",)), seed=0)
@@ -101,3 +103,17 @@ def test_step3_options_and_replay_baselines(four_subjects):
         PipelineConfig(adapt_init="random")
     with pytest.raises(ConfigError, match="adapt_replay"):
         PipelineConfig(adapt_replay="some")
+
+
+@pytest.mark.slow
+def test_pond_beats_training_on_the_shots_with_the_default_config(watch):
+    """Default PipelineConfig, one held-out subject that no default was chosen on (subject 8,
+    benchmark README), 3 seeds: POND's transferred prompts beat a model trained on the few
+    shots alone by a wide margin and beat chance (macro-F1 ~0.14 for 7 classes) many times over."""
+    cfg = PipelineConfig(methods=("target_only", "pond"))
+    target = list(watch.domain_names).index("8")
+    runs = [run_scenario(watch, target, cfg, seed=s)["methods"] for s in (0, 1, 2)]
+    pond = np.mean([r["pond"]["f1"] for r in runs])
+    target_only = np.mean([r["target_only"]["f1"] for r in runs])
+    assert pond > target_only + 0.3, (pond, target_only)
+    assert pond > 0.55, pond

@@ -236,6 +236,46 @@ def _plots(
     return files
 
 
+def _run_and_store(
+    data: Any, t: int, s: int, cfg: Any, out: Path, key: str, *, save_checkpoint: bool
+) -> tuple[dict[str, Any], str | None]:
+    """Run scenario (target ``t``, seed ``s``), write ``out/runs/<target>-seed<s>.json``
+    atomically (a kill never leaves half a file) and, if asked, POND's prompt checkpoint."""
+    from polyprompt.core.checkpoint import save_prompt
+    from polyprompt.core.demo.report import write_json
+    from polyprompt.timeseries.pipeline import run_scenario
+
+    name = data.domain_names[t]
+    res = run_scenario(data, t, cfg, s, verbose=False)
+    model = res.pop("pond_model", None)
+    write_json(out / "runs" / f"{name}-seed{s}.json", {"key": key, "run": res})
+    ckpt = None
+    if model is not None and save_checkpoint:
+        model.set_phase("all")  # the whole prompt side: common, slots, heads
+        ckpt = str(
+            save_prompt(model, out / "checkpoints" / "pond", extra={"target": name, "seed": s})
+        )
+    return res, ckpt
+
+
+def _scenario_job(
+    job: dict[str, Any], target: str, seed: int, save_checkpoint: bool
+) -> tuple[dict[str, Any], str | None]:
+    """Worker-process body of ``run_demo(jobs > 1)``: rebuild data and config from plain
+    values (JSON config, file paths), run one scenario, return its JSON-able result."""
+    import torch
+
+    from polyprompt.timeseries.pipeline import PipelineConfig
+
+    torch.set_num_threads(job["threads"])
+    data = load_data(job["data_path"], window=job["window"], stride=job["stride"])
+    cfg = PipelineConfig.from_json(job["config"])
+    t = list(data.domain_names).index(target)
+    return _run_and_store(
+        data, t, seed, cfg, Path(job["out"]), job["key"], save_checkpoint=save_checkpoint
+    )
+
+
 def run_demo(
     quick: bool = True,
     out_dir: str | Path | None = None,
@@ -247,6 +287,7 @@ def run_demo(
     window: int = 128,
     stride: int = 128,
     threads: int | None = 1,
+    jobs: int = 1,
     config: Any = None,
     resume: bool = True,
     progress: bool = True,
@@ -264,18 +305,23 @@ def run_demo(
         window, stride: windowing of the recordings (watch / CSV).
         threads: ``torch.set_num_threads`` (1 is fastest for these small models on shared CPUs).
         config: a :class:`~polyprompt.timeseries.pipeline.PipelineConfig`.
+        jobs: scenarios run at once, each in its own process with ``threads`` torch threads
+            (the example uses 2 on a 2-core machine; results do not depend on it: every
+            scenario is seeded and its backbone cache is keyed by its sources).
         resume: reuse ``out_dir/runs/<target>-seed<s>.json`` written by an earlier (possibly
             interrupted) run with the same data and settings; each is written atomically.
     """
     import torch
 
-    from polyprompt.core.checkpoint import save_prompt
+    from polyprompt.core.config import is_int
     from polyprompt.core.demo.report import format_table, write_json, write_markdown
     from polyprompt.core.errors import InputError
     from polyprompt.core.progress import progress_bar
-    from polyprompt.timeseries.pipeline import PipelineConfig, run_scenario
+    from polyprompt.timeseries.pipeline import PipelineConfig
 
     start = time.perf_counter()
+    if not is_int(jobs) or jobs < 1:
+        raise InputError(f"run_demo: jobs must be an int >= 1, got {jobs!r}")
     if threads is not None:
         torch.set_num_threads(int(threads))
     out = Path(out_dir) if out_dir is not None else DEFAULT_OUT
@@ -305,38 +351,61 @@ def run_demo(
     runs: list[dict[str, Any]] = []
     bar = progress_bar(total=len(tids) * len(seeds), desc="scenarios", enabled=progress, unit="run")
     ckpt = None
+    todo: list[tuple[int, int]] = []
+    by_key: dict[tuple[int, int], dict[str, Any]] = {}
+    for t in tids:
+        for s in seeds:
+            done = out / "runs" / f"{names[t]}-seed{s}.json"
+            if resume and done.is_file():
+                saved = json.loads(done.read_text())
+                if saved.get("key") == key:  # same data and settings: reuse (resume)
+                    by_key[(t, s)] = saved["run"]
+                    bar.update(1)
+                    continue
+            todo.append((t, s))
+
+    def finished(t: int, s: int, res: dict[str, Any]) -> None:
+        by_key[(t, s)] = res
+        if verbose:
+            f = {m: round(100 * v["f1"], 1) for m, v in res["methods"].items()}
+            sel = res.get("selection", {})
+            print(
+                f"  target {names[t]} seed {s}: {f} chosen {sel.get('chosen_domain')} oracle {sel.get('oracle_domain')}",
+                flush=True,
+            )
+        bar.set_postfix(target=names[t], seed=s)
+        bar.update(1)
+
+    job = {"out": str(out), "key": key, "config": cfg.to_json(), "data_path": data_path,
+           "window": window, "stride": stride, "threads": int(threads or 1)}  # fmt: skip
     try:
-        for t in tids:
-            for s in seeds:
-                bar.set_postfix(target=names[t], seed=s)
-                done = out / "runs" / f"{names[t]}-seed{s}.json"
-                if resume and done.is_file():
-                    saved = json.loads(done.read_text())
-                    if saved.get("key") == key:  # same data and settings: reuse (resume)
-                        runs.append(saved["run"])
-                        bar.update(1)
-                        continue
-                res = run_scenario(data, t, cfg, s, verbose=False)
-                model = res.pop("pond_model", None)
-                write_json(
-                    done, {"key": key, "run": res}
-                )  # atomic: a kill never leaves half a file
-                if model is not None and ckpt is None:
-                    model.set_phase("all")  # the whole prompt side: common, slots, heads
-                    ckpt = save_prompt(
-                        model, out / "checkpoints" / "pond", extra={"target": names[t], "seed": s}
-                    )
-                runs.append(res)
-                if verbose:
-                    f = {m: round(100 * v["f1"], 1) for m, v in res["methods"].items()}
-                    sel = res.get("selection", {})
-                    print(
-                        f"  target {names[t]} seed {s}: {f} chosen {sel.get('chosen_domain')} oracle {sel.get('oracle_domain')}",
-                        flush=True,
-                    )
-                bar.update(1)
+        if jobs > 1 and len(todo) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            # seed-major order: the seeds of one target share its cached step-1 backbone, so
+            # they should not start at the same time (each worker would pre-train it)
+            order = sorted(todo, key=lambda ts: (seeds.index(ts[1]), tids.index(ts[0])))
+            ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+            with ProcessPoolExecutor(max_workers=min(jobs, len(order)), mp_context=ctx) as pool:
+                futures = {
+                    pool.submit(_scenario_job, job, names[t], s, i == 0 and ckpt is None): (t, s)
+                    for i, (t, s) in enumerate(order)
+                }
+                for fut in as_completed(futures):
+                    res, saved_ckpt = fut.result()
+                    ckpt = ckpt or saved_ckpt
+                    finished(*futures[fut], res)
+        else:
+            for t, s in todo:
+                res, saved_ckpt = _run_and_store(
+                    data, t, s, cfg, out, key, save_checkpoint=ckpt is None
+                )
+                ckpt = ckpt or saved_ckpt
+                finished(t, s, res)
     finally:
         bar.close()
+    runs = [by_key[(t, s)] for t in tids for s in seeds if (t, s) in by_key]
     methods = [m for m in cfg.methods if any(m in r["methods"] for r in runs)]
     rows = summarize_runs(runs, methods)
     selection = _selection_summary(runs)
@@ -409,7 +478,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--stride", type=int, default=128)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per scenario process")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="scenarios run at once, one process each (default 2 = the 2-core target machine)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--no-resume", action="store_true", help="recompute scenarios already in OUT/runs"
@@ -420,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: run_demo(
             quick=args.quick, out_dir=args.out, data_path=args.data, seeds=args.seeds,
             targets=args.targets, shots=args.shots, window=args.window, stride=args.stride,
-            threads=args.threads, progress=not args.no_progress, resume=not args.no_resume,
+            threads=args.threads, jobs=args.jobs, progress=not args.no_progress,
+            resume=not args.no_resume,
         ),
     )  # fmt: skip

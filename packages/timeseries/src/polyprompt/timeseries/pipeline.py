@@ -64,7 +64,7 @@ from polyprompt.timeseries.method import (
     PONDConfig,
     pond_step,
 )
-from polyprompt.timeseries.selection import Criterion, select_source
+from polyprompt.timeseries.selection import Criterion, Similarity, select_source
 
 __all__ = [
     "ALL_METHODS",
@@ -135,7 +135,10 @@ class PipelineConfig(PromptConfig):
     windows as an average source has, drawn from all sources; ``"none"``), ``adapt_lambda_dd`` (weight of
     L_dd in step 3: 0 by default, since the frozen discriminator would push the prompt copied
     from ``i*`` away from ``i*``), ``criterion`` /
-    ``similarity_on`` (selection).
+    ``similarity`` (``"class_centroid"``: class-wise distance of the target shots to each
+    source's windows under that source's prompts, the default since session 6;
+    ``"prompt_cosine"``: cosine of the generated prompts, sessions 1-5) / ``similarity_on``
+    (selection; see :mod:`polyprompt.timeseries.selection`).
     Baselines: ``finetune_lr``, ``probe_lr``, ``vpt_lr``, ``target_only_epochs`` / ``target_only_lr``,
     ``dann_epochs`` / ``dann_lr`` / ``dann_weight``. All target-side runs train for a fixed
     number of epochs (no target validation split exists in a few-shot target; the test split
@@ -171,9 +174,10 @@ class PipelineConfig(PromptConfig):
     adapt_backbone: bool = False
     adapt_train_head: bool = False
     adapt_init: str = "source"
-    adapt_replay: str = "none"
+    adapt_replay: str = "all"
     adapt_lambda_dd: float = 0.0
     criterion: Criterion = Criterion.BOTH
+    similarity: Similarity = Similarity.CLASS_CENTROID
     similarity_on: str = "specific"
     finetune_lr: float = 5e-4
     probe_lr: float = 1e-2
@@ -707,6 +711,8 @@ def _run_pond(
         xt,
         y_shot if labelled else None,
         criterion=cfg.criterion,
+        similarity=cfg.similarity,
+        sources=(xs, ys, ds),
         similarity_on=cfg.similarity_on,
     )
     oracle = int(np.argmax(single))
