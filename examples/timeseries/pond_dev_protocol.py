@@ -109,15 +109,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             r["target_prompt_step2b"] = macro_f1(predict(model, xt), yt, k)
             oracle = int(np.argmax(single))
+            by_kind = {}
             for kind in ("prompt_cosine", "class_centroid"):  # the two similarity criteria
                 alt = select_source(model, xq, yq, criterion=cfg.criterion, similarity=kind,
                                     sources=(xs, ys, ds))  # fmt: skip
+                by_kind[kind] = alt
                 r[f"{kind}: selected"] = single[alt.chosen]
                 r[f"{kind}: agrees_with_oracle"] = int(alt.chosen == oracle)
                 r[f"{kind}: spearman_sim"] = float(spearmanr(alt.similarity, single)[0])
                 r[f"{kind}: spearman_both"] = float(spearmanr(alt.score, single)[0])
-            sel = select_source(model, xq, yq, criterion=cfg.criterion, similarity=cfg.similarity,
-                                sources=(xs, ys, ds))  # fmt: skip
+            sel = by_kind[cfg.similarity.value]  # the pipeline's choice
             r["single_selected"] = single[sel.chosen]
             r["selection_agrees_with_oracle"] = int(sel.chosen == oracle)
             r["spearman_fid"] = float(spearmanr(sel.fidelity, single)[0])

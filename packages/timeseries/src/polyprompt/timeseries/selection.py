@@ -142,6 +142,21 @@ def class_centroid_similarity(
     have. A source that shares no class with the target falls back to the distance of the
     overall centroids. Higher = more similar.
     """
+    _check_sources(x, source_x, source_y, source_domain)
+    was = model.training
+    model.eval()
+    try:
+        feats = [_features(model, x, i, batch_size) for i in range(model.num_sources)]
+        return _class_centroid_scores(
+            model, feats, y, source_x, source_y, source_domain, batch_size
+        )
+    finally:
+        model.train(was)
+
+
+def _check_sources(
+    x: torch.Tensor, source_x: torch.Tensor, source_y: torch.Tensor, source_domain: torch.Tensor
+) -> None:
     n = len(source_x)
     if len(x) == 0 or n == 0:
         raise InputError("class_centroid_similarity: no target or no source windows")
@@ -150,24 +165,31 @@ def class_centroid_similarity(
             f"class_centroid_similarity: {n} source windows but {len(source_y)} labels and "
             f"{len(source_domain)} domain ids"
         )
-    was = model.training
-    model.eval()
-    try:
-        sims = []
-        for i in range(model.num_sources):
-            mine = source_domain == i
-            if not bool(mine.any()):
-                raise InputError(f"class_centroid_similarity: source {i} has no windows")
-            fs = _features(model, source_x[mine], i, batch_size)
-            ft = _features(model, x, i, batch_size)
-            yt = y if y is not None else model.head(ft).argmax(-1)
-            d = _mean_class_distance(ft, yt.to(ft.device), fs, source_y[mine].to(fs.device))
-            if d is None:
-                d = float(torch.linalg.vector_norm(ft.mean(0) - fs.mean(0)))
-            sims.append(-d)
-        return sims
-    finally:
-        model.train(was)
+
+
+def _class_centroid_scores(
+    model: Any,
+    target_features: Sequence[torch.Tensor],
+    y: torch.Tensor | None,
+    source_x: torch.Tensor,
+    source_y: torch.Tensor,
+    source_domain: torch.Tensor,
+    batch_size: int,
+) -> list[float]:
+    """The similarity of :func:`class_centroid_similarity` from the target's features under
+    each source's prompts (``target_features[i]``, already computed by the caller)."""
+    sims = []
+    for i, ft in enumerate(target_features):
+        mine = source_domain == i
+        if not bool(mine.any()):
+            raise InputError(f"class_centroid_similarity: source {i} has no windows")
+        fs = _features(model, source_x[mine], i, batch_size)
+        yt = y if y is not None else model.head(ft).argmax(-1)
+        d = _mean_class_distance(ft, yt.to(ft.device), fs, source_y[mine].to(fs.device))
+        if d is None:
+            d = float(torch.linalg.vector_norm(ft.mean(0) - fs.mean(0)))
+        sims.append(-d)
+    return sims
 
 
 @torch.no_grad()
@@ -203,11 +225,17 @@ def prompt_criteria(
     was = model.training
     model.eval()
     try:
-        ids = [*range(model.num_sources), model.target_id]
+        centroid = kind is Similarity.CLASS_CENTROID
+        if centroid:
+            assert sources is not None
+            _check_sources(x, *sources)
+        # the target slot's prompts are only needed by the prompt cosine
+        ids = [*range(model.num_sources)] + ([] if centroid else [model.target_id])
         means: dict[int, torch.Tensor] = {}
+        feats: dict[int, torch.Tensor] = {}
         fid: dict[int, float] = {}
         for d in ids:
-            prompt_sum, loss_sum, n = 0.0, 0.0, 0
+            prompt_sum, loss_sum, n, feat_parts = 0.0, 0.0, 0, []
             for s in range(0, len(x), batch_size):
                 xb = x[s : s + batch_size]
                 parts = model.forward_parts(xb, d)
@@ -215,6 +243,7 @@ def prompt_criteria(
                 if similarity_on == "full":
                     p = model.compose(p)
                 prompt_sum = prompt_sum + p.sum(dim=0)
+                feat_parts.append(parts["features"])
                 if d != model.target_id:
                     if y is not None:
                         loss_sum += float(
@@ -225,10 +254,12 @@ def prompt_criteria(
                         loss_sum += float(-(prob * prob.clamp_min(1e-12).log()).sum())
                 n += len(xb)
             means[d] = (prompt_sum / n).flatten()
+            feats[d] = torch.cat(feat_parts)
             fid[d] = -loss_sum / n
-        if kind is Similarity.CLASS_CENTROID:
+        if centroid:
             assert sources is not None
-            sim = class_centroid_similarity(model, x, y, *sources, batch_size=batch_size)
+            target_feats = [feats[i] for i in range(model.num_sources)]
+            sim = _class_centroid_scores(model, target_feats, y, *sources, batch_size)
         else:
             tgt = means[model.target_id]
             sim = [
