@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     path = polyprompt_home() / "continual" / "digit-vit-optdigits-40ep.safetensors"
+    torch.manual_seed(0)  # the initial weights, before anything else draws random numbers
     model = DemoViTConfig().build(num_classes=10)
     if path.is_file():
         model.reset_classifier(0)
