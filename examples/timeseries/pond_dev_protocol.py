@@ -19,13 +19,15 @@ The benchmark's ``--quick`` subset (subjects 8, 9, 10) never served as a pseudo-
 
 The README's development table was measured with this script's predecessor (same protocol and
 variants; its ``"all"`` replay drew a different random sample), so a rerun can differ slightly.
-This is a development tool: it uses the pipeline's internal helpers and prints JSON lines.
+This is a development tool: it uses the pipeline's internal helpers (step 3 is the pipeline's own
+:func:`~polyprompt.timeseries.pipeline.adapt_target`) and prints JSON lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 
@@ -49,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         PipelineConfig,
         _local_domains,
         _trainer,
+        adapt_target,
         macro_f1,
         predict,
         prepare_split,
         pretrain_tst,
-        source_replay,
     )
     from polyprompt.timeseries.selection import select_source
 
@@ -123,20 +125,11 @@ def main(argv: list[str] | None = None) -> int:
             r["selection_agrees_with_oracle"] = int(sel.chosen == oracle)
             r["spearman_fid"] = float(spearmanr(sel.fidelity, single)[0])
             for vname, (init, replay, head) in variants.items():
-                m = copy.deepcopy(model)
-                m.init_target_from(sel.chosen) if init == "source" else m.reset_target()
-                m.set_phase("adapt", train_head=head)
-                m.loss_overrides = {"lambda_dd": cfg.adapt_lambda_dd}
-                x3, y3 = xq, yq
-                if replay == "chosen":
-                    mine = ds == sel.chosen
-                    x3, y3 = torch.cat([xq, xs[mine]]), torch.cat([yq, ys[mine]])
-                elif replay == "all":
-                    idx = torch.from_numpy(source_replay(sp, cfg, seed))
-                    x3, y3 = torch.cat([xq, xs[idx]]), torch.cat([yq, ys[idx]])
-                d3 = torch.full((len(x3),), m.target_id)
-                _trainer(cfg, epochs=cfg.adapt_epochs, lr=cfg.adapt_lr, **fit).fit(
-                    m, TensorDataset(x3, y3, d3)
+                vcfg = dataclasses.replace(
+                    cfg, adapt_init=init, adapt_replay=replay, adapt_train_head=head
+                )
+                m = adapt_target(
+                    copy.deepcopy(model), vcfg, sp, seed, sel.chosen, (xq, yq), (xs, ys, ds)
                 )
                 r[f"step3 {vname}"] = macro_f1(predict(m, xt), yt, k)
             rows.append(r)

@@ -669,6 +669,48 @@ def run_scenario(
     return out
 
 
+def adapt_target(
+    model: POND,
+    cfg: PipelineConfig,
+    split: _Split,
+    seed: int,
+    chosen: int,
+    shots: tuple[torch.Tensor, torch.Tensor] | None,
+    sources: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> POND:
+    """POND step 3 in place: start the target slot from source ``chosen`` (``cfg.adapt_init``),
+    then train it on the labelled ``shots = (x, y)`` plus the source windows ``cfg.adapt_replay``
+    names (``sources = (x, y, local domain ids)``); ``shots=None`` (unsupervised target) only
+    sets the start. Settings: ``adapt_*`` of :class:`PipelineConfig`."""
+    if cfg.adapt_init == "source":
+        model.init_target_from(chosen)
+    else:
+        model.reset_target()
+    model.set_phase("adapt", adapt_backbone=cfg.adapt_backbone, train_head=cfg.adapt_train_head)
+    model.loss_overrides = {"lambda_dd": cfg.adapt_lambda_dd}
+    try:
+        if shots is not None:
+            (x3, y3), (xs, ys, ds) = shots, sources
+            if cfg.adapt_replay == "chosen":
+                mine = ds == chosen
+                x3, y3 = torch.cat([x3, xs[mine]]), torch.cat([y3, ys[mine]])
+            elif cfg.adapt_replay == "all":
+                idx = torch.from_numpy(source_replay(split, cfg, seed))
+                x3, y3 = torch.cat([x3, xs[idx]]), torch.cat([y3, ys[idx]])
+            d3 = torch.full((len(x3),), model.target_id, dtype=torch.long)
+            _trainer(
+                cfg,
+                epochs=cfg.adapt_epochs,
+                lr=cfg.adapt_lr,
+                seed=seed,
+                num_classes=int(model.config.num_classes),
+                step_fn=pond_step,
+            ).fit(model, TensorDataset(x3, y3, d3))
+    finally:
+        model.loss_overrides = {}
+    return model
+
+
 def _run_pond(
     out, pre, split, cfg, seed, xs, ys, ds, x_shot, y_shot, x_test, y_test, x_pool, methods, record
 ):
@@ -739,30 +781,15 @@ def _run_pond(
         }
     if {"pond", "pond_ensemble"} & set(methods):
         # step 3: target prompt initialised from the chosen source, adapted on the shots
-        if cfg.adapt_init == "source":
-            model.init_target_from(sel.chosen)
-        else:
-            model.reset_target()
-        model.set_phase("adapt", adapt_backbone=cfg.adapt_backbone, train_head=cfg.adapt_train_head)
-        model.loss_overrides = {"lambda_dd": cfg.adapt_lambda_dd}
-        if labelled:
-            x3, y3 = x_shot, y_shot
-            if cfg.adapt_replay == "chosen":
-                mine = ds == sel.chosen
-                x3, y3 = torch.cat([x_shot, xs[mine]]), torch.cat([y_shot, ys[mine]])
-            elif cfg.adapt_replay == "all":
-                idx = torch.from_numpy(source_replay(split, cfg, seed))
-                x3, y3 = torch.cat([x_shot, xs[idx]]), torch.cat([y_shot, ys[idx]])
-            d3 = torch.full((len(x3),), model.target_id, dtype=torch.long)
-            _trainer(
-                cfg,
-                epochs=cfg.adapt_epochs,
-                lr=cfg.adapt_lr,
-                seed=seed,
-                num_classes=k,
-                step_fn=pond_step,
-            ).fit(model, TensorDataset(x3, y3, d3))
-        model.loss_overrides = {}
+        adapt_target(
+            model,
+            cfg,
+            split,
+            seed,
+            sel.chosen,
+            (x_shot, y_shot) if labelled else None,
+            (xs, ys, ds),
+        )
         logits = predict(model, x_test)
         if "pond" in methods:
             record("pond", model, logits, start, epoch_seconds_sources=epoch_seconds)
