@@ -105,6 +105,38 @@ def test_step3_options_and_replay_baselines(four_subjects):
         PipelineConfig(adapt_replay="some")
 
 
+def test_adapt_target_trains_only_the_target_slot(four_subjects):
+    """Step 3 (``adapt_target``): the target slot starts as a copy of the chosen source and
+    then moves; the source prompts, the head and the backbone do not; the step-3 loss
+    overrides are reset afterwards; ``shots=None`` only sets the start."""
+    import torch
+
+    from polyprompt.timeseries.pipeline import _local_domains, adapt_target, pretrain_tst
+
+    cfg = PipelineConfig(**TINY)
+    split = prepare_split(four_subjects, 0, cfg, seed=0)
+    pre = pretrain_tst(split.sources, cfg)
+    xs, ys, _ = split.sources.tensors()
+    ds = torch.from_numpy(_local_domains(split.sources, split.source_ids))
+    xq, yq, _ = split.shots.tensors()
+    torch.manual_seed(0)
+    model = pre.pond(cfg.pond(pre.num_classes, len(split.source_ids)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    t = model.target_id
+    adapt_target(model, cfg, split, 0, 1, None, (xs, ys, ds))
+    torch.testing.assert_close(model.domain_prompts[t], model.domain_prompts[1])
+    start = model.domain_prompts[t].detach().clone()
+    adapt_target(model, cfg, split, 0, 1, (xq, yq), (xs, ys, ds))
+    assert not torch.equal(model.domain_prompts[t], start)  # the target prompt trained
+    assert model.loss_overrides == {}
+    after = model.state_dict()
+    for key, value in before.items():
+        if key.startswith(("backbone.", "head.", "common")) or key.startswith(
+            tuple(f"{name}.{i}" for name in ("domain_prompts", "generators") for i in range(t))
+        ):
+            torch.testing.assert_close(after[key], value, msg=key)
+
+
 @pytest.mark.slow
 def test_pond_beats_training_on_the_shots_with_the_default_config(watch):
     """Default PipelineConfig, one held-out subject that no default was chosen on (subject 8,
