@@ -39,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout", default="1", help="subject removed from everything")
     ap.add_argument("--pseudo", nargs="+", default=["2", "3", "4"], help="pseudo-target subjects")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=JSON",
+        help="PipelineConfig overrides, e.g. --set lambda_dd=0.1",
+    )
+    ap.add_argument("--variants", nargs="+", default=None, help="step-3 variants (default: all)")
     args = ap.parse_args(argv)
 
     import torch
@@ -65,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.holdout in args.pseudo:
         ap.error("--holdout must not be a pseudo-target")
     data = full.of_domains([d for d in range(full.num_domains) if names[d] != args.holdout])
-    cfg = PipelineConfig()
+    try:
+        overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    except ValueError as exc:
+        ap.error(f"--set takes KEY=JSON pairs: {exc}")
+    cfg = PipelineConfig(**overrides)
     variants = {
         "source/chosen": ("source", "chosen", False),
         "source/none": ("source", "none", False),
@@ -73,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         "common/all": ("common", "all", False),
         "source/all+head": ("source", "all", True),
     }
+    if args.variants:
+        unknown = sorted(set(args.variants) - set(variants))
+        if unknown:
+            ap.error(f"unknown --variants {unknown}; known {list(variants)}")
+        variants = {v: variants[v] for v in args.variants}
     rows = []
     for name in args.pseudo:
         tgt = names.index(name)
