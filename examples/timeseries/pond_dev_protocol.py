@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     data = full.of_domains([d for d in range(full.num_domains) if names[d] != args.holdout])
     try:
         overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    except ValueError as exc:
-        ap.error(f"--set takes KEY=JSON pairs: {exc}")
-    cfg = PipelineConfig(**overrides)
+        cfg = PipelineConfig(**overrides)
+    except (ValueError, TypeError) as exc:  # not KEY=JSON, or not a PipelineConfig field / value
+        ap.error(f"--set takes KEY=JSON pairs of PipelineConfig fields: {exc}")
     variants = {
         "source/chosen": ("source", "chosen", False),
         "source/none": ("source", "none", False),
