@@ -89,29 +89,18 @@ def frozen_probe(pre) -> dict:
     all epochs, no stream) on the frozen backbone's CLS features, optdigits train -> test; and
     the same probe on raw pixels for reference."""
     import numpy as np
-    import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from polyprompt.continual.backbone import frozen_probe_accuracy
     from polyprompt.continual.data import load_digit_pool
 
     train, test = load_digit_pool("optdigits")
-    bb = pre.backbone()
-
-    def feats(x):
-        with torch.no_grad():
-            return bb.pool(bb.norm(bb.forward_blocks(bb.embed(x)))).numpy()
-
-    out = {}
-    for name, (a, b) in {
-        "frozen_cls": (feats(train.images), feats(test.images)),
-        "raw_pixels": (train.images.flatten(1).numpy(), test.images.flatten(1).numpy()),
-    }.items():
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        clf.fit(a, train.labels.numpy())
-        out[name] = float(np.mean(clf.predict(b) == test.labels.numpy()))
-    return out
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    clf.fit(train.images.flatten(1).numpy(), train.labels.numpy())
+    raw = float(np.mean(clf.predict(test.images.flatten(1).numpy()) == test.labels.numpy()))
+    return {"frozen_cls": frozen_probe_accuracy(pre.backbone(), train, test), "raw_pixels": raw}
 
 
 def main(argv=None) -> int:

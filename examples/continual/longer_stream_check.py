@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from safetensors.torch import load_file, save_file
-    from sklearn.linear_model import LogisticRegression
     from torch.utils.data import TensorDataset
 
+    from polyprompt.continual.backbone import frozen_probe_accuracy
     from polyprompt.continual.data import load_digit_pool
     from polyprompt.continual.demo import DemoConfig, run_demo
     from polyprompt.core.backbones.timm_vit import TimmViTAdapter
@@ -74,18 +74,11 @@ def main(argv: list[str] | None = None) -> int:
 
     train, test = load_digit_pool("mnist", test_fraction=0.2)
     with torch.no_grad():
-
-        def cls(x: torch.Tensor) -> torch.Tensor:
-            return torch.cat(
-                [model.forward_features(x[i : i + 500])[:, 0] for i in range(0, len(x), 500)]
-            )
-
-        f_train, f_test = cls(train.images), cls(test.images)
-    probe = LogisticRegression(max_iter=2000).fit(f_train.numpy(), train.labels.numpy())
-    unit = torch.nn.functional.normalize(f_test, dim=-1)
+        unit = torch.nn.functional.normalize(model.forward_features(test.images)[:, 0], dim=-1)
+    probe = frozen_probe_accuracy(factory(), train, test)
     print(
-        f"frozen features: offline linear probe {probe.score(f_test.numpy(), test.labels.numpy()):.3f} "
-        f"on the 1,000 test images; mean pairwise cosine {float((unit @ unit.T).mean()):.2f}"
+        f"frozen features: offline linear probe {probe:.3f} on the 1,000 test images; "
+        f"mean pairwise cosine of the CLS queries {float((unit @ unit.T).mean()):.2f}"
     )
     cfg = DemoConfig(seeds=tuple(args.seeds), methods=tuple(args.methods), eval_period=250)
     run_demo(False, args.out, config=cfg, data=(train, test), backbone_factory=factory,

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from polyprompt.core.backbones.timm_vit import TimmViTAdapter
     from polyprompt.core.demo.pretrain import PretrainedDigitViT
 
-__all__ = ["digit_backbone", "load_vit_checkpoint", "read_state_dict"]
+__all__ = ["digit_backbone", "frozen_probe_accuracy", "load_vit_checkpoint", "read_state_dict"]
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -125,3 +125,22 @@ def digit_backbone(
     from polyprompt.core.demo.pretrain import pretrain_digit_vit
 
     return pretrain_digit_vit(quick=quick, progress=progress, verbose=verbose)
+
+
+def frozen_probe_accuracy(backbone: TimmViTAdapter, train: Any, test: Any) -> float:
+    """Offline ceiling of the frozen-feature methods: a logistic-regression probe
+    (standardised, ``max_iter=1000``) on ``backbone``'s CLS features (all blocks + norm, no
+    prompt), fitted on all of ``train`` at once and scored on ``test`` (:class:`ImageSet` s)."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def feats(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return backbone.pool(backbone.norm(backbone.forward_blocks(backbone.embed(x)))).numpy()
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    clf.fit(feats(train.images), train.labels.numpy())
+    return float(np.mean(clf.predict(feats(test.images)) == test.labels.numpy()))
