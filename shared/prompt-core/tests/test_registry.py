@@ -81,6 +81,36 @@ def test_entry_points_are_listed_without_import():
     assert names["vpt"].distribution == "polyprompt-core"
 
 
+def test_core_method_table_matches_the_pyproject_entry_points():
+    import tomllib
+    from pathlib import Path
+
+    from polyprompt.core.registry import CORE_METHODS
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["project"]["entry-points"]
+    assert declared["polyprompt.methods"] == CORE_METHODS
+
+
+def test_core_methods_are_found_without_installed_metadata():
+    """A source tree on PYTHONPATH has no entry points; the core's own methods still load."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.metadata as m; m.entry_points = lambda **kw: []\n"
+        "from torch import nn\n"
+        "from polyprompt.core.registry import available_methods, get_method\n"
+        "print(get_method('vpt').__name__, get_method('full_finetune').__name__)\n"
+        "print(sorted(i.name for i in available_methods()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0] == "VPT FullFineTune"
+    assert out[1] == str(sorted(["full_finetune", "linear_probe", "prompt_tuning", "vpt"]))
+
+
 def test_config_json_round_trip(tmp_path):
     cfg = ToyConfig(width=7, mode="b")
     assert ToyConfig.from_json(cfg.to_json()) == cfg

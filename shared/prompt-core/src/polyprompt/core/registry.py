@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from polyprompt.core.methods.base import PromptMethod
 
 ENTRY_POINT_GROUP = "polyprompt.methods"
+# The core's own methods (the same table as ``[project.entry-points."polyprompt.methods"]`` in
+# its pyproject.toml, which a test checks). Entry points come only from *installed* metadata, so
+# without this fallback ``create("vpt", ...)`` failed when the core ran from a source tree on
+# ``PYTHONPATH`` (seen on a bare GPU machine: "unknown method 'vpt'; installed methods: ").
+CORE_METHODS = {
+    "linear_probe": "polyprompt.core.methods.classify:LinearProbe",
+    "full_finetune": "polyprompt.core.methods.classify:FullFineTune",
+    "vpt": "polyprompt.core.methods.classify:VPT",
+    "prompt_tuning": "polyprompt.core.methods.text:SoftPromptLM",
+}
 T = TypeVar("T", bound=type)
 
 _REGISTRY: dict[str, type] = {}
@@ -72,8 +82,10 @@ def unregister_method(name: str) -> None:
 
 
 def _entry_points() -> dict[str, metadata.EntryPoint]:
-    eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    return {ep.name: ep for ep in eps}
+    eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    for name, target in CORE_METHODS.items():  # source-tree fallback (see CORE_METHODS)
+        eps.setdefault(name, metadata.EntryPoint(name, target, ENTRY_POINT_GROUP))
+    return eps
 
 
 def get_method(name: str) -> type[PromptMethod]:
@@ -98,6 +110,8 @@ def available_methods() -> list[MethodInfo]:
     infos: dict[str, MethodInfo] = {}
     for name, ep in _entry_points().items():
         dist = ep.dist.name if getattr(ep, "dist", None) is not None else "?"
+        if name in CORE_METHODS and dist == "?":
+            dist = "polyprompt-core"
         infos[name] = MethodInfo(name, ep.value, dist, name in _REGISTRY)
     for name, cls in _REGISTRY.items():
         if name not in infos:
