@@ -51,6 +51,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from polyprompt.core.errors import InputError, ShapeError
+from polyprompt.core.freezing import tensor_bytes
 from polyprompt.core.io import atomic_write, polyprompt_home
 from polyprompt.core.validation import check_tensor
 
@@ -62,13 +63,6 @@ _TENSOR_KEY = "tokens"
 
 class CacheWarning(UserWarning):
     """A cache file was unreadable or did not match; the tokens were recomputed."""
-
-
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    flat = t.detach().to("cpu").contiguous().reshape(-1)
-    if flat.dtype == torch.bool:
-        flat = flat.to(torch.uint8)
-    return memoryview(flat.view(torch.uint8).numpy())
 
 
 def data_fingerprint(x: torch.Tensor) -> str:
@@ -85,7 +79,7 @@ def data_fingerprint(x: torch.Tensor) -> str:
     h = hashlib.sha256()
     h.update(f"{tuple(x.shape)}|{x.dtype}|".encode())
     if x.numel():
-        h.update(_tensor_bytes(x))
+        h.update(tensor_bytes(x))
     return h.hexdigest()
 
 
@@ -94,7 +88,7 @@ def _weights_digest(module: nn.Module) -> str:
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         if t.device.type != "meta" and t.numel():
-            h.update(_tensor_bytes(t))
+            h.update(tensor_bytes(t))
     return h.hexdigest()
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "TrainableReport",
     "freeze_backbone",
     "module_identity",
+    "tensor_bytes",
     "trainable_report",
 ]
 
@@ -76,7 +77,11 @@ def _qualified_class(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw bytes of ``t`` (moved to the CPU, contiguous, bool as uint8), for hashing.
+
+    Shared by the weight fingerprint here and :mod:`polyprompt.core.cache`'s keys.
+    """
     import torch
 
     flat = t.detach().to("cpu").contiguous().reshape(-1)
@@ -118,7 +123,7 @@ def module_identity(module: nn.Module) -> dict[str, Any]:
         h = hashlib.sha256()
         for name, t in sorted(tensors, key=lambda item: item[0]):
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(_tensor_bytes(t))
+            h.update(tensor_bytes(t))
         fingerprint = h.hexdigest()[:16]
     return {
         "class": _qualified_class(module),
