@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from polyprompt.audio.metrics import (
+    balanced_choice_accuracy,
     caption_scores,
     choice_accuracy,
     cider_d,
@@ -107,6 +108,51 @@ def test_evaluate_generations_groups_captions_by_clip():
     res = evaluate_generations(exs, preds)
     assert res["caption"]["n"] == 2 and res["caption"]["bleu4"] == pytest.approx(1.0)
     assert res["qa"] == {"accuracy": 1.0, "n": 2.0}
-    assert res["nlar"] == {"accuracy": 0.0, "n": 1.0}
+    assert res["nlar"] == {"accuracy": 0.0, "n": 1.0, "balanced_accuracy": 0.0}
     with pytest.raises(InputError, match="predictions"):
         evaluate_generations(exs, preds[:2])
+
+
+def _yes_no(question: str, answer: str) -> AudioTextExample:
+    clip = Clip(torch.randn(1600))
+    return AudioTextExample(
+        (clip, clip, question),
+        answer,
+        "nlar",
+        label=("no", "yes").index(answer),
+        choices=("no", "yes"),
+    )
+
+
+def test_balanced_accuracy_puts_audio_blind_answers_at_chance():
+    # unbalanced answers: 3 x yes / 1 x no for one question, 1 x yes / 3 x no for the other
+    exs = [_yes_no("Same word?", a) for a in ("yes", "yes", "yes", "no")]
+    exs += [_yes_no("Same gender?", a) for a in ("yes", "no", "no", "no")]
+    constant = ["yes"] * 8
+    assert evaluate_generations(exs, constant)["nlar"]["accuracy"] == pytest.approx(0.5)
+    assert balanced_choice_accuracy(exs, constant) == pytest.approx(0.5)
+    # an answer that follows each question's majority: plain accuracy 75 %, balanced 50 %
+    majority = ["yes"] * 4 + ["no"] * 4
+    assert evaluate_generations(exs, majority)["nlar"]["accuracy"] == pytest.approx(0.75)
+    assert balanced_choice_accuracy(exs, majority) == pytest.approx(0.5)
+    # right answers score 1, and one miss on a rare answer costs more than on a common one
+    right = [e.response for e in exs]
+    assert balanced_choice_accuracy(exs, right) == pytest.approx(1.0)
+    miss_rare = right.copy()
+    miss_rare[3] = "yes"  # the only "no" of "Same word?"
+    miss_common = right.copy()
+    miss_common[0] = "no"  # one of three "yes"
+    assert balanced_choice_accuracy(exs, miss_rare) < balanced_choice_accuracy(exs, miss_common)
+    # unmatched answers are wrong
+    assert balanced_choice_accuracy(exs, ["maybe"] * 8) == 0.0
+
+
+def test_balanced_accuracy_rejects_bad_input():
+    exs = [_yes_no("Same word?", "yes")]
+    with pytest.raises(InputError, match="predictions"):
+        balanced_choice_accuracy(exs, [])
+    with pytest.raises(InputError, match="no examples"):
+        balanced_choice_accuracy([], [])
+    free = AudioTextExample((Clip(torch.randn(1600)), "Word?"), "river", "qa")
+    with pytest.raises(InputError, match="no choices"):
+        balanced_choice_accuracy([free], ["river"])

@@ -196,11 +196,33 @@ class DemoResult:
         }
 
 
+# Extra columns: NLAR's balanced accuracy (per-question macro recall), where an answer that
+# ignores the audio scores exactly 50 % (polyprompt.audio.metrics.balanced_choice_accuracy).
+BALANCED_COLUMNS = ("nlar",)
+
+
+def table_metrics(tasks: Sequence[str]) -> tuple[str, ...]:
+    """Score keys of the result table: every task, then ``"<task>_bal"`` of
+    :data:`BALANCED_COLUMNS`."""
+    return (*tasks, *(f"{t}_bal" for t in BALANCED_COLUMNS if t in tasks))
+
+
 def format_rows(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> str:
     from polyprompt.core.demo.report import Column, format_bytes, format_table
 
     cols = [Column("method", "title", align="left")]
-    for task in tasks:
+    for task in table_metrics(tasks):
+        if task.endswith("_bal"):
+            cols.append(
+                Column(
+                    f"{task[:-4]} bal. acc (%)",
+                    f"{task}_mean",
+                    "{:.1f}",
+                    std_key=f"{task}_std",
+                    scale=100,
+                )
+            )
+            continue
         metric = "BLEU-4" if task == "caption" else "acc"
         cols.append(
             Column(
@@ -568,7 +590,7 @@ def run_demo(
             continue
         rep = reports[name]
         row: dict[str, Any] = {"method": name, "title": _TITLES[name]}
-        for task in tasks:
+        for task in table_metrics(tasks):
             vals = [r["scores"][task] for r in mine if task in r["scores"]]
             if vals:
                 row[f"{task}_mean"], row[f"{task}_std"] = report.summarize(vals)

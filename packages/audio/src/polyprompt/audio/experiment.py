@@ -100,8 +100,9 @@ def evaluate(
     """Generate for every example; per-task scores in ``[0, 1]`` plus the generations.
 
     Scoring is :func:`polyprompt.audio.metrics.evaluate_generations`: accuracy of the choice
-    the generated text names (classify / qa / fewshot / nlar), and for ``caption`` BLEU-4,
-    ROUGE-L and CIDEr-D (``caption_metric`` picks the headline one; BLEU-4 by default).
+    the generated text names (classify / qa / fewshot / nlar) and, as ``"<task>_bal"``, its
+    balanced (per-question macro-recall) reading, and for ``caption`` BLEU-4, ROUGE-L and
+    CIDEr-D (``caption_metric`` picks the headline one; BLEU-4 by default).
     Returns ``{"scores": {task: score}, "details": {task: {...}}, "generations": [...]}``.
     """
     from polyprompt.core.progress import progress_bar
@@ -118,6 +119,8 @@ def evaluate(
     scores: dict[str, float] = {}
     for task, d in details.items():
         scores[task] = float(d[caption_metric] if task == "caption" else d["accuracy"])
+        if "balanced_accuracy" in d:  # chance-corrected reading, see balanced_choice_accuracy
+            scores[f"{task}_bal"] = float(d["balanced_accuracy"])
     return {"scores": scores, "details": details, "generations": gens}
 
 

@@ -17,7 +17,9 @@ standing in for the PTB tokenizer of the official toolkit (a Java program).
 Classification as text (``classify``, ``qa``, ``fewshot``, ``nlar``): :func:`match_choice`
 maps a generated answer to one of the example's ``choices`` (exact match after normalisation,
 else the choice whose words occur earliest in the answer; ``None`` if none occurs), and
-:func:`choice_accuracy` counts matches with ``label``.
+:func:`choice_accuracy` counts matches with ``label``. :func:`balanced_choice_accuracy` is the
+chance-corrected reading for a small test split: macro recall per question, so an answer that
+ignores the audio scores chance whatever the split's answer balance.
 
 Example::
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from polyprompt.audio.tasks import AudioTextExample
 
 __all__ = [
+    "balanced_choice_accuracy",
     "caption_scores",
     "choice_accuracy",
     "cider_d",
@@ -104,6 +107,55 @@ def choice_accuracy(
         match_choice(p, c) == y for p, c, y in zip(predictions, choices, labels, strict=True)
     )
     return hits / len(predictions)
+
+
+def _question(example: AudioTextExample) -> str:
+    texts = [s for s in example.segments if isinstance(s, str)]
+    return texts[-1] if texts else ""
+
+
+def balanced_choice_accuracy(
+    examples: Sequence[AudioTextExample], predictions: Sequence[str]
+) -> float:
+    """Accuracy that an answer ignoring the audio cannot lift above chance.
+
+    Examples are grouped by their question (the last text segment, e.g. "Are the two speakers
+    the same gender?"); within a group the recall of each correct answer (``label``) present is
+    averaged (macro recall), then the groups are averaged with equal weight. An answer that
+    depends on the question alone - a constant answer, or a text-only LM, which sees the same
+    prompt for every clip - scores exactly ``1 / (answers present)`` per group (50 % on a
+    yes/no question) however unbalanced the split's answers are; plain accuracy rewards or
+    punishes it by that imbalance (the 120-question NLAR test split: a constant answer scored
+    45.0 %). A prediction that names no choice counts as wrong.
+
+    Example::
+
+        >>> import torch
+        >>> from polyprompt.audio.tasks import AudioTextExample, Clip
+        >>> c = Clip(torch.zeros(1600))
+        >>> exs = [AudioTextExample((c, c, "Same?"), a, "nlar", label=("no", "yes").index(a),
+        ...                         choices=("no", "yes")) for a in ("yes", "yes", "yes", "no")]
+        >>> balanced_choice_accuracy(exs, ["yes"] * 4)   # plain accuracy would be 0.75
+        0.5
+    """
+    if len(examples) != len(predictions):
+        raise InputError(
+            f"balanced_choice_accuracy: {len(examples)} examples but {len(predictions)} predictions"
+        )
+    if not examples:
+        raise InputError("balanced_choice_accuracy: no examples")
+    hits: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for i, (ex, pred) in enumerate(zip(examples, predictions, strict=True)):
+        if ex.choices is None or ex.label is None:
+            raise InputError(
+                f"balanced_choice_accuracy: example {i} ({ex.task}) has no choices / label"
+            )
+        hits[_question(ex)][int(ex.label)].append(match_choice(pred, ex.choices) == ex.label)
+    per_question = [
+        sum(sum(v) / len(v) for v in by_label.values()) / len(by_label)
+        for by_label in hits.values()
+    ]
+    return sum(per_question) / len(per_question)
 
 
 # --------------------------------------------------------------------------- CIDEr-D
@@ -231,7 +283,8 @@ def evaluate_generations(
     * ``caption``: :func:`caption_scores`; examples sharing the same clip (Clotho/AudioCaps:
       several captions per file) are grouped - their responses are the references and the
       first prediction for that clip is scored.
-    * tasks with ``choices``/``label``: ``accuracy`` by :func:`match_choice`;
+    * tasks with ``choices``/``label``: ``accuracy`` by :func:`match_choice`, and when every
+      example of the task has them also ``balanced_accuracy`` (:func:`balanced_choice_accuracy`);
       without choices: exact match after :func:`normalize_text`.
     """
     if len(examples) != len(predictions):
@@ -260,4 +313,8 @@ def evaluate_generations(
             else:
                 hits += normalize_text(predictions[i]) == normalize_text(ex.response)
         out[task] = {"accuracy": hits / len(idx), "n": float(len(idx))}
+        if all(examples[i].choices is not None and examples[i].label is not None for i in idx):
+            out[task]["balanced_accuracy"] = balanced_choice_accuracy(
+                [examples[i] for i in idx], [predictions[i] for i in idx]
+            )
     return out
