@@ -1,6 +1,7 @@
-"""The core's CUDA paths, which no CPU test reaches: the Trainer with AMP (float16 with
-``GradScaler``, bfloat16), exact resume on the GPU (scaler state included), prompt checkpoints
-moving between GPU and CPU, and PromptBank's mixed batches on the GPU.
+"""The core's CUDA paths for prompt methods, which no CPU test reaches: a VPT prompt trained
+on the GPU (bfloat16 AMP) reloading on the CPU to identical outputs, and PromptBank's mixed
+batches on the GPU. The Trainer's own CUDA tests (AMP float16 with ``GradScaler`` / bfloat16,
+exact resume with the scaler state) are in ``test_trainer.py``, marked ``cuda`` too.
 
 Skipped without a CUDA device (CI has none). On a GPU machine: ``pytest -m cuda``
 (README, "GPU checks").
@@ -11,13 +12,11 @@ from __future__ import annotations
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from polyprompt.core.backbones.timm_vit import TimmViTAdapter
 from polyprompt.core.bank import PromptBank
 from polyprompt.core.checkpoint import load_prompt, save_prompt
-from polyprompt.core.freezing import freeze_backbone
 from polyprompt.core.registry import create
 from polyprompt.core.trainer import Trainer, TrainerConfig
 
@@ -27,41 +26,11 @@ pytestmark = [
 ]
 
 
-def make_data(n: int = 96, seed: int = 0) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 6, generator=g)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long() + (x[:, 2] > 1).long()
-    return TensorDataset(x, y)
-
-
-class PromptedMLP(nn.Module):
-    """Frozen 'backbone', a trainable additive prompt, dropout and a trainable head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.backbone = freeze_backbone(nn.Sequential(nn.Linear(6, 16), nn.Tanh()))
-        self.prompt = nn.Parameter(torch.zeros(16))
-        self.drop = nn.Dropout(0.3)
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, x):
-        return self.head(self.drop(self.backbone(x) + self.prompt))
-
-
-def make_model(seed: int = 0) -> PromptedMLP:
-    torch.manual_seed(seed)
-    return PromptedMLP()
-
-
 def cuda_cfg(**kw) -> TrainerConfig:
     base = {"epochs": 4, "batch_size": 16, "lr": 0.05, "progress": False, "seed": 3}
     base.update(device="cuda", amp=True)
     base.update(kw)
     return TrainerConfig(**base)
-
-
-def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def vit(seed: int = 0) -> TimmViTAdapter:
@@ -71,37 +40,6 @@ def vit(seed: int = 0) -> TimmViTAdapter:
             img_size=32, patch_size=8, in_chans=1, embed_dim=64, depth=3, num_heads=4, num_classes=0
         )
     )
-
-
-@pytest.mark.parametrize("amp_dtype", ["float16", "bfloat16"])
-def test_fit_on_cuda_with_amp_learns_and_trains_only_trainable(amp_dtype):
-    model = make_model()
-    frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    result = Trainer(cuda_cfg(epochs=6, amp_dtype=amp_dtype)).fit(
-        model, make_data(), val=make_data(48, seed=1)
-    )
-    assert {p.device.type for p in model.parameters()} == {"cuda"}
-    first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
-    assert last < 0.8 * first, (first, last)
-    assert result.best_metric > 0.7
-    for k, v in model.backbone.state_dict().items():
-        assert torch.equal(v.cpu(), frozen[k]), k
-
-
-def test_resume_on_cuda_with_grad_scaler_is_bit_identical(tmp_path):
-    data, val = make_data(), make_data(32, seed=1)
-    ref_model = make_model()
-    ref = Trainer(cuda_cfg(epochs=4)).fit(ref_model, data, val)
-    Trainer(cuda_cfg(epochs=2, checkpoint_dir=str(tmp_path))).fit(make_model(), data, val)
-    resumed_model = make_model()
-    with torch.no_grad():  # the checkpoint, not the init, must decide the weights
-        resumed_model.prompt.add_(1.0)
-    resumed = Trainer(cuda_cfg(epochs=4, checkpoint_dir=str(tmp_path))).fit(
-        resumed_model, data, val
-    )
-    for k, v in trainable(ref_model).items():
-        assert torch.equal(v, trainable(resumed_model)[k]), k
-    assert [h["train_loss"] for h in ref.history] == [h["train_loss"] for h in resumed.history]
 
 
 def test_vpt_trained_on_cuda_reloads_on_cpu_to_identical_outputs(tmp_path):

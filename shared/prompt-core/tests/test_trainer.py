@@ -472,3 +472,46 @@ def test_custom_param_groups_and_lr_schedule():
         )
     with pytest.raises(ConfigError, match="lr_schedule must be callable"):
         Trainer(cfg(), lr_schedule=3)
+
+
+# -- CUDA (marker `cuda`; skipped without a GPU; ran on an H100 in session 8) --------------------
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def cuda_cfg(**kw) -> TrainerConfig:
+    return cfg(**{"device": "cuda", "amp": True, **kw})
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("amp_dtype", ["float16", "bfloat16"])
+def test_fit_on_cuda_with_amp_learns_and_trains_only_trainable(amp_dtype):
+    model = make_model()
+    frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    result = Trainer(cuda_cfg(epochs=6, amp_dtype=amp_dtype)).fit(
+        model, make_data(), val=make_data(48, seed=1)
+    )
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+    first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
+    assert last < 0.8 * first, (first, last)
+    assert result.best_metric > 0.7
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v.cpu(), frozen[k]), k
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_resume_on_cuda_with_grad_scaler_is_bit_identical(tmp_path):
+    data, val = make_data(), make_data(32, seed=1)
+    ref_model = make_model()
+    ref = Trainer(cuda_cfg(epochs=4)).fit(ref_model, data, val)
+    Trainer(cuda_cfg(epochs=2, checkpoint_dir=str(tmp_path))).fit(make_model(), data, val)
+    resumed_model = make_model()
+    with torch.no_grad():  # the checkpoint, not the init, must decide the weights
+        resumed_model.prompt.add_(1.0)
+    resumed = Trainer(cuda_cfg(epochs=4, checkpoint_dir=str(tmp_path))).fit(
+        resumed_model, data, val
+    )
+    for k, v in trainable(ref_model).items():
+        assert torch.equal(v, trainable(resumed_model)[k]), k
+    assert [h["train_loss"] for h in ref.history] == [h["train_loss"] for h in resumed.history]
