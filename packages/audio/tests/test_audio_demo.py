@@ -48,6 +48,21 @@ def test_audio_demo_quick_end_to_end(tmp_path, monkeypatch):
     for name in ("results.md", "scores.png", "spectrograms.png", "apt_prompt/prompt_config.json"):
         assert (out / name).exists(), name
     assert data["samples"] and {"task", "prompt", "reference", "apt"} <= set(data["samples"][0])
+    # NLAR is also reported as balanced accuracy (per-question macro recall)
+    assert all(0.0 <= r["nlar_bal_mean"] <= 1.0 for r in data["rows"] if "nlar_mean" in r)
+    assert "nlar bal. acc (%)" in (out / "results.md").read_text()
+
+
+def test_audio_demo_table_has_the_balanced_nlar_column():
+    from polyprompt.audio.demo import format_rows, table_metrics
+
+    assert table_metrics(("caption", "nlar")) == ("caption", "nlar", "nlar_bal")
+    assert table_metrics(("caption", "qa")) == ("caption", "qa")
+    row = {"title": "APT", "nlar_mean": 0.45, "nlar_std": 0.0, "nlar_bal_mean": 0.5,
+           "nlar_bal_std": 0.01, "trainable_percent": 1.0, "checkpoint_bytes": 10,
+           "seconds_mean": 1.0}  # fmt: skip
+    table = format_rows([row], ("nlar",))
+    assert "nlar bal. acc (%)" in table and "50.0 ± 1.0" in table and "45.0" in table
 
 
 def test_audio_demo_lm_texts_describe_each_audio_slot():
