@@ -109,7 +109,6 @@ class DemoConfig(PromptConfig):
     template_repeats: int = 10
     lm_hidden: int = 128
     lm_layers: int = 2
-    lm_packing: str = "stream"  # TinyLMConfig.packing
     qformer_hidden: int = 128
     qformer_layers: int = 2
     num_query_tokens: int = 32
@@ -359,7 +358,6 @@ def build_backbone(
         hidden_size=cfg.lm_hidden,
         num_layers=cfg.lm_layers,
         max_chars=300_000 if cfg.lm_steps >= 100 else 60_000,
-        packing=cfg.lm_packing,
     )
     model, tok, lm_info = pretrain_tiny_lm(texts, lm_cfg, progress=progress)
     backbone = APTBackbone(encoder, InterleavedLM(model, tok), logmel)

@@ -62,10 +62,6 @@ class TinyLMConfig(PromptConfig):
     lr: float = 2e-3
     max_chars: int = 600_000
     seed: int = 0
-    # "stream": every text, BOS ... EOS, concatenated and cut into blocks (GPT-2's recipe);
-    # "whole": each text starts its own block (longer ones continue in the next), padded,
-    # padding not scored - so a task text is always read from its start
-    packing: str = "stream"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -87,7 +83,6 @@ class TinyLMConfig(PromptConfig):
         )
         self.require(self.vocab_size > 300, "vocab_size", "must be > 300 (256 bytes + specials)")
         self.require(self.lr > 0, "lr", "must be > 0")
-        self.require(self.packing in ("stream", "whole"), "packing", "must be 'stream' or 'whole'")
 
 
 def _prose(text: str) -> bool:
@@ -126,10 +121,7 @@ def stdlib_docstrings(max_chars: int = 1_500_000) -> list[str]:
 def _cache_key(cfg: TinyLMConfig, texts: Sequence[str]) -> str:
     h = hashlib.sha256()
     h.update(_FORMAT.encode())
-    fields = cfg.to_dict()
-    if fields.get("packing") == "stream":  # the default: keys of LMs cached before it existed
-        del fields["packing"]
-    h.update(json.dumps(fields, sort_keys=True).encode())
+    h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     for t in texts:
         h.update(t.encode())
         h.update(b"\0")
@@ -191,22 +183,8 @@ def pretrain_tiny_lm(
         ids.extend(row)
         ids.append(tok.eos_token_id)
     block = cfg.block_size
-    if cfg.packing == "stream":
-        n_blocks = len(ids) // block
-        data = torch.tensor(ids[: n_blocks * block]).view(n_blocks, block)
-        targets = data
-    else:
-        chunks = [
-            seq[start : start + block]
-            for seq in ([tok.bos_token_id, *row, tok.eos_token_id] for row in encoded)
-            for start in range(0, len(seq) - 1, block)
-        ]
-        n_blocks = len(chunks)
-        data = torch.full((n_blocks, block), tok.pad_token_id, dtype=torch.long)
-        targets = torch.full((n_blocks, block), -100, dtype=torch.long)
-        for i, chunk in enumerate(chunks):
-            data[i, : len(chunk)] = torch.tensor(chunk)
-            targets[i, : len(chunk)] = torch.tensor(chunk)
+    n_blocks = len(ids) // block
+    data = torch.tensor(ids[: n_blocks * block]).view(n_blocks, block)
     model = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=len(tok),
@@ -234,12 +212,12 @@ def pretrain_tiny_lm(
     ema = None
     for _ in bar:
         idx = torch.randint(0, n_blocks, (cfg.batch_size,), generator=gen)
-        batch, labels = data[idx], targets[idx]
+        batch = data[idx]
         # the model's position table (max_positions) is longer than the training blocks:
         # random offsets train every position that interleaved prompts will use
         offset = int(torch.randint(0, cfg.max_positions - block + 1, (1,), generator=gen))
         pos = torch.arange(offset, offset + block).expand(cfg.batch_size, -1)
-        loss = model(input_ids=batch, position_ids=pos, labels=labels).loss
+        loss = model(input_ids=batch, position_ids=pos, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
