@@ -31,6 +31,7 @@ is a smoke run of the script itself, not a measurement).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                 "state_MiB": state / MiB,
                 "time_vs_full_ft": t / base_t,
                 "peak_vs_full_ft": peaks[config] / base_m if base_m else float("nan"),
-                "loss_finite": all(v == v and abs(v) != float("inf") for v in losses[config]),
+                "loss_finite": all(math.isfinite(v) for v in losses[config]),
             }
         )
     notes = (

@@ -26,13 +26,6 @@ pytestmark = [
 ]
 
 
-def cuda_cfg(**kw) -> TrainerConfig:
-    base = {"epochs": 4, "batch_size": 16, "lr": 0.05, "progress": False, "seed": 3}
-    base.update(device="cuda", amp=True)
-    base.update(kw)
-    return TrainerConfig(**base)
-
-
 def vit(seed: int = 0) -> TimmViTAdapter:
     torch.manual_seed(seed)
     return TimmViTAdapter(
@@ -47,7 +40,11 @@ def test_vpt_trained_on_cuda_reloads_on_cpu_to_identical_outputs(tmp_path):
     frozen = {k: v.clone() for k, v in method.backbone.state_dict().items()}
     x = torch.randn(64, 1, 32, 32)
     y = (x.mean(dim=(1, 2, 3)) > 0).long() + (x[:, :, :16].mean(dim=(1, 2, 3)) > 0.1).long()
-    Trainer(cuda_cfg(epochs=2, amp_dtype="bfloat16", lr=1e-2)).fit(method, TensorDataset(x, y))
+    cfg = TrainerConfig(
+        epochs=2, batch_size=16, lr=1e-2, progress=False, seed=3, device="cuda", amp=True,
+        amp_dtype="bfloat16",
+    )  # fmt: skip
+    Trainer(cfg).fit(method, TensorDataset(x, y))
 
     # gradients of one step reach only the prompts and the head
     method.zero_grad(set_to_none=True)

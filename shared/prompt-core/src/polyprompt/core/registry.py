@@ -109,9 +109,10 @@ def available_methods() -> list[MethodInfo]:
     """Every method that can be created, without importing the packages that provide them."""
     infos: dict[str, MethodInfo] = {}
     for name, ep in _entry_points().items():
-        dist = ep.dist.name if getattr(ep, "dist", None) is not None else "?"
-        if name in CORE_METHODS and dist == "?":
-            dist = "polyprompt-core"
+        if getattr(ep, "dist", None) is not None:
+            dist = ep.dist.name
+        else:  # the source-tree fallback of CORE_METHODS has no distribution
+            dist = "polyprompt-core" if name in CORE_METHODS else "?"
         infos[name] = MethodInfo(name, ep.value, dist, name in _REGISTRY)
     for name, cls in _REGISTRY.items():
         if name not in infos:
